@@ -52,6 +52,10 @@ ensure_packages() {
     [ ${#missing[@]} -eq 0 ] && return 0
     apt_update_once
     log "installing ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        "${missing[@]}" >&2 || die "apt-get install ${missing[*]} failed"
+    local aptlog
+    aptlog=$(mktemp)
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        "${missing[@]}" >"$aptlog" 2>&1 ||
+        { tail -20 "$aptlog" >&2; rm -f "$aptlog"; die "apt-get install ${missing[*]} failed"; }
+    rm -f "$aptlog"
 }

@@ -1,0 +1,1 @@
+"""miglab: a live-migration lab for QEMU's switchover bandwidth decision."""

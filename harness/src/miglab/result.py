@@ -1,0 +1,79 @@
+"""Plain, serialisable results of a migration run (they round-trip through JSON)."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+STATUSES = ("completed", "not-converged", "failed")
+INTEGRITY = ("ok", "corrupt", "not-checked")
+
+
+@dataclass
+class Sample:
+    """One query-migrate reading on the source."""
+
+    t_s: float  # since the migration started
+    status: str
+    remaining_bytes: int = 0
+    transferred_bytes: int = 0
+    mbps: float = 0.0  # QEMU's bandwidth estimate, Mbit/s
+    dirty_pages_rate: int = 0  # pages/s
+    expected_downtime_ms: int = 0
+    dirty_sync_count: int = 0
+
+    @classmethod
+    def from_query(cls, t_s: float, info: dict[str, Any]) -> Sample:
+        ram = info.get("ram", {})
+        return cls(
+            t_s=round(t_s, 3),
+            status=info.get("status", "none"),
+            remaining_bytes=ram.get("remaining", 0),
+            transferred_bytes=ram.get("transferred", 0),
+            mbps=ram.get("mbps", 0.0),
+            dirty_pages_rate=ram.get("dirty-pages-rate", 0),
+            expected_downtime_ms=info.get("expected-downtime", 0),
+            dirty_sync_count=ram.get("dirty-sync-count", 0),
+        )
+
+
+@dataclass
+class Result:
+    """Everything a run found; the verdict fields first."""
+
+    status: str  # one of STATUSES
+    integrity: str  # one of INTEGRITY
+    downtime_ms: int | None
+    observed_blackout_ms: float | None
+    downtime_limit_ms: int
+    total_time_ms: int | None
+    link_rate_bps: float | None  # measured on the link before migrating (bits/s)
+    estimated_bandwidth_bps: float | None  # QEMU's last estimate (bits/s)
+    switchover_bandwidth_bps: float  # declared (bits/s); 0 when none
+    avail_switchover_bandwidth: int | None = None  # the parameter as set (bytes/s)
+    destination_alive: bool | None = None
+    source_alive: bool | None = None
+    error: str | None = None
+    qemu: str = ""
+    accel: str = ""
+    scenario: dict[str, Any] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Result:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["samples"] = [Sample(**s) for s in data.get("samples", [])]
+        return cls(**values)
+
+    def write_json(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def read_json(cls, path: Path) -> Result:
+        return cls.from_dict(json.loads(path.read_text()))

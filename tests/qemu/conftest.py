@@ -1,0 +1,46 @@
+"""Fixtures for tests that run the real QEMU builds of scripts/build-qemu."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from miglab import artifacts
+from miglab.guest import READY, Workload
+from miglab.vm import VM, VMConfig
+
+
+@pytest.fixture(scope="session")
+def patched_bin() -> Path:
+    return artifacts.qemu_binary("patched")
+
+
+@pytest.fixture(scope="session")
+def stock_bin() -> Path:
+    return artifacts.qemu_binary("stock")
+
+
+@pytest.fixture
+def patched(patched_bin: Path, tmp_path: Path) -> Iterator[VM]:
+    """A patched QEMU without a guest: enough for the parameter's interface."""
+    with VM(VMConfig(patched_bin), "patched", tmp_path) as vm:
+        yield vm
+
+
+@pytest.fixture
+def stock(stock_bin: Path, tmp_path: Path) -> Iterator[VM]:
+    with VM(VMConfig(stock_bin), "stock", tmp_path) as vm:
+        yield vm
+
+
+def guest_config(binary: Path, workload: Workload, incoming: bool = False) -> VMConfig:
+    return VMConfig(binary, memory_mib=512, kernel=artifacts.kernel(),
+                    initramfs=artifacts.initramfs(), workload=workload, incoming=incoming)
+
+
+def wait_ready(vm: VM, timeout: float = 90.0) -> None:
+    assert vm.console
+    if vm.console.wait_for(READY, timeout) is None:
+        raise AssertionError(f"{vm.name}: guest workload not ready after {timeout:.0f}s"
+                             f" (console log: {vm.console_path})")
