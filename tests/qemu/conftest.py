@@ -44,3 +44,31 @@ def wait_ready(vm: VM, timeout: float = 90.0) -> None:
     if vm.console.wait_for(READY, timeout) is None:
         raise AssertionError(f"{vm.name}: guest workload not ready after {timeout:.0f}s"
                              f" (console log: {vm.console_path})")
+
+
+class GuestPair:
+    """A source running the workload and a destination waiting for it.
+
+    Migration goes over a unix socket in the pair's private directory: these
+    tests are about QEMU's decisions, not the network (the harness's shaped
+    links are tested elsewhere).
+    """
+
+    def __init__(self, binary: Path, workdir: Path, workload: Workload) -> None:
+        self.src = VM(guest_config(binary, workload), "src", workdir)
+        self.dst = VM(guest_config(binary, workload, incoming=True), "dst", workdir)
+        self.uri = f"unix:{workdir / 'migration.sock'}"
+
+    def __enter__(self) -> GuestPair:
+        try:
+            self.src.launch()
+            self.dst.launch()
+            wait_ready(self.src)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.dst.shutdown()
+        self.src.shutdown()
