@@ -1,0 +1,58 @@
+"""The result model and the driver's verdict logic (no QEMU involved)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from miglab.migration import MigrationSettings, decide
+from miglab.result import Result, Sample
+
+
+def query(status: str, **extra: object) -> dict:
+    info = {"status": status, "expected-downtime": 4196,
+            "ram": {"remaining": 33554432, "transferred": 9_000_000, "mbps": 64.2,
+                    "dirty-pages-rate": 10240, "dirty-sync-count": 3}}
+    info.update(extra)
+    return info
+
+
+def test_sample_reads_query_migrate() -> None:
+    s = Sample.from_query(1.23456, query("active"))
+    assert (s.t_s, s.status, s.remaining_bytes, s.mbps) == (1.235, "active", 33554432, 64.2)
+    assert (s.expected_downtime_ms, s.dirty_sync_count) == (4196, 3)
+
+
+def test_completed_carries_downtime_and_total_time() -> None:
+    info = query("completed", downtime=276, **{"total-time": 12400})
+    outcome = decide([Sample.from_query(12.4, info)], info, 2.0, 1.0)
+    assert (outcome.status, outcome.downtime_ms, outcome.total_time_ms) == ("completed", 276, 12400)
+
+
+def test_still_active_at_the_deadline_is_not_converged() -> None:
+    info = query("active")
+    outcome = decide([Sample.from_query(60, info)], info, 61.0, 1.0)
+    assert outcome.status == "not-converged" and outcome.downtime_ms is None
+
+
+def test_failed_carries_qemu_error_text() -> None:
+    info = query("failed", **{"error-desc": "Unable to write to socket: Broken pipe"})
+    outcome = decide([Sample.from_query(3, info)], info, 4.0, 1.0)
+    assert outcome.status == "failed"
+    assert outcome.error == "Unable to write to socket: Broken pipe"
+
+
+def test_settings_leave_the_parameter_out_unless_given() -> None:
+    assert "avail-switchover-bandwidth" not in MigrationSettings().parameters()
+    params = MigrationSettings(300, 8_000_000, 125_000_000).parameters()
+    assert params == {"downtime-limit": 300, "max-bandwidth": 8_000_000,
+                      "avail-switchover-bandwidth": 125_000_000}
+
+
+def test_result_round_trips_through_json(tmp_path: Path) -> None:
+    result = Result(status="completed", integrity="ok", downtime_ms=276,
+                    observed_blackout_ms=318.5, downtime_limit_ms=300, total_time_ms=12400,
+                    link_rate_bps=955e6, estimated_bandwidth_bps=73e6,
+                    switchover_bandwidth_bps=1e9, avail_switchover_bandwidth=125_000_000,
+                    samples=[Sample.from_query(0.2, query("active"))])
+    path = tmp_path / "r.json"
+    result.write_json(path)
+    assert Result.read_json(path) == result
