@@ -1,0 +1,85 @@
+"""Results for people: the live progress line, a summary, a comparison table."""
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from .result import Result, Sample
+from .units import human_bits
+
+MIB = 1024 * 1024
+
+
+def progress_line(s: Sample, link_bps: float | None) -> str:
+    return (f"{s.t_s:6.1f}s {s.status:<9} pending {s.remaining_bytes / MIB:7.1f} MiB"
+            f"  iteration {s.dirty_sync_count:3d}"
+            f"  expected downtime {s.expected_downtime_ms:6d} ms"
+            f"  estimate {human_bits(s.mbps * 1e6):>12} vs link {human_bits(link_bps)}")
+
+
+class LiveProgress:
+    """One line, rewritten in place on a terminal; a line per second otherwise."""
+
+    def __init__(self, out: TextIO = sys.stderr) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.link_bps: float | None = None
+        self._last_t = -1.0
+        self._dirty = False  # a progress line is open on the terminal
+
+    def stage(self, text: str) -> None:
+        self._end_line()
+        print(f"miglab: {text}", file=self.out, flush=True)
+
+    def sample(self, s: Sample) -> None:
+        line = progress_line(s, self.link_bps)
+        if self.tty:
+            print(f"\r{line}\x1b[K", end="", file=self.out, flush=True)
+        elif s.t_s - self._last_t >= 1.0 or s.status != "active":
+            print(line, file=self.out, flush=True)
+            self._last_t = s.t_s
+        self._dirty = self.tty
+
+    def _end_line(self) -> None:
+        if self._dirty:
+            print(file=self.out)
+            self._dirty = False
+
+
+def _ms(value: float | int | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
+
+
+def _declared(r: Result) -> str:
+    return human_bits(r.switchover_bandwidth_bps) if r.switchover_bandwidth_bps else "none"
+
+
+def summary(r: Result) -> str:
+    lines = [f"verdict: {r.status}   integrity: {r.integrity}   ({r.qemu}, {r.accel})"]
+    if r.status == "completed":
+        limit = f"limit {r.downtime_limit_ms} ms"
+        lines.append(f"downtime {_ms(r.downtime_ms)} (QEMU) / {_ms(r.observed_blackout_ms)}"
+                     f" (heartbeat gap seen from outside), {limit};"
+                     f" total {_ms(r.total_time_ms)}")
+        lines.append(f"destination guest alive: {r.destination_alive}")
+    else:
+        lines.append(f"source guest alive after the attempt: {r.source_alive}")
+    lines.append(f"bandwidth: QEMU's estimate {human_bits(r.estimated_bandwidth_bps)},"
+                 f" link {human_bits(r.link_rate_bps)},"
+                 f" declared {_declared(r)}")
+    lines += [f"  - {reason}" for reason in r.reasons]
+    return "\n".join(lines)
+
+
+def table(rows: list[tuple[str, Result]]) -> str:
+    """A markdown table, one row per named result."""
+    head = ("| run | status | total time | downtime / limit | blackout seen |"
+            " QEMU estimate | link | declared | integrity |")
+    out = [head, "| " + " | ".join(["---"] * 9) + " |"]
+    for name, r in rows:
+        out.append(
+            f"| {name} | {r.status} | {_ms(r.total_time_ms)} |"
+            f" {_ms(r.downtime_ms)} / {r.downtime_limit_ms} ms | {_ms(r.observed_blackout_ms)} |"
+            f" {human_bits(r.estimated_bandwidth_bps)} | {human_bits(r.link_rate_bps)} |"
+            f" {_declared(r)} | {r.integrity} |")
+    return "\n".join(out)

@@ -1,0 +1,186 @@
+"""Runs one scenario end to end and returns its Result.
+
+The steps, each small: make the link and check it; boot the guests in
+their namespaces (choosing the accelerator); migrate; check the guests
+(alive, memory verified, blackout seen from outside); explain the verdict.
+Every resource is held in a `with` block, so a failure, a timeout or
+Ctrl-C tears everything down.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import artifacts, migration
+from .guest import READY, blackout_ms, read_console
+from .link import DST_ADDR, Link, LinkCheck
+from .migration import Outcome
+from .result import Result, Sample
+from .scenario import Scenario
+from .units import human_bits
+from .vm import VM, VMConfig
+
+MIGRATION_PORT = 4444
+READY_TIMEOUT_S = 120.0
+KVM_READY_TIMEOUT_S = 45.0  # a kernel that hangs under KVM (PVM hosts) is given up
+SETTLE_S = 3.0  # after the migration: room for the kernel to trip and a verify pass
+DOWNTIME_ALLOWANCE = 1.10  # the final device state rides on top of RAM
+
+
+class RunError(RuntimeError):
+    """The run could not be made (link or guest); nothing was migrated."""
+
+
+@dataclass
+class Progress:
+    """What the runner reports while it works."""
+
+    stage: Callable[[str], None]
+    sample: Callable[[Sample], None]
+
+    @classmethod
+    def silent(cls) -> Progress:
+        return cls(lambda _: None, lambda _: None)
+
+
+def _guest_config(s: Scenario, binary: Path, accel: str, netns: str,
+                  incoming: bool) -> VMConfig:
+    return VMConfig(binary, memory_mib=s.memory_mib, accel=accel, kernel=artifacts.kernel(),
+                    initramfs=artifacts.initramfs(), workload=s.workload(),
+                    incoming=incoming, netns=netns)
+
+
+@contextlib.contextmanager
+def _booted_source(s: Scenario, binary: Path, link: Link, logs: Path,
+                   progress: Progress) -> Iterator[tuple[VM, str]]:
+    """The source guest, booted to its workload; yields it and the accelerator used."""
+    candidates = [s.accel] if s.accel != "auto" else (
+        ["kvm", "tcg"] if os.path.exists("/dev/kvm") else ["tcg"])
+    for accel in candidates:
+        vm = VM(_guest_config(s, binary, accel, link.src_ns, False), "src", logs)
+        with vm:
+            limit = KVM_READY_TIMEOUT_S if (accel == "kvm" and len(candidates) > 1) \
+                else READY_TIMEOUT_S
+            progress.stage(f"booting the source guest ({accel})")
+            assert vm.console
+            if vm.console.wait_for(READY, limit) is not None:
+                yield vm, accel
+                return
+            if accel == candidates[-1]:
+                raise RunError(f"source guest ({accel}) did not reach its workload in"
+                               f" {limit:.0f}s; console: {vm.console_path}")
+            progress.stage(f"{accel}: guest not ready in {limit:.0f}s, trying the next")
+
+
+def _check_link(link: Link, progress: Progress) -> LinkCheck:
+    progress.stage("measuring the link")
+    check = link.measure()
+    progress.stage(check.describe())
+    return check
+
+
+def _verdict_reasons(s: Scenario, outcome: Outcome, check: LinkCheck,
+                     estimate_bps: float | None) -> list[str]:
+    reasons = []
+    link_bps = check.measured_bps
+    if estimate_bps:
+        reasons.append(f"QEMU's bandwidth estimate {human_bits(estimate_bps)} is"
+                       f" {estimate_bps / link_bps:.0%} of the measured link"
+                       f" {human_bits(link_bps)}")
+    if s.switchover_bandwidth is not None and s.switchover_bandwidth > 0:
+        declared = s.switchover_bandwidth * 8
+        reasons.append(f"declared switchover bandwidth {human_bits(declared)} is"
+                       f" {declared / link_bps:.0%} of the measured link")
+        if declared > link_bps * 1.05:
+            reasons.append("the declared bandwidth is above the measured link rate:"
+                           " the real downtime can exceed the limit")
+    else:
+        reasons.append("no switchover bandwidth declared: QEMU decides on its estimate")
+    last = outcome.samples[-1] if outcome.samples else None
+    if outcome.status == "not-converged" and last:
+        reasons.append(f"still iterating after {s.timeout_s:.0f}s: expected downtime"
+                       f" {last.expected_downtime_ms} ms > limit {s.downtime_limit_ms} ms")
+    if outcome.status == "completed" and outcome.downtime_ms is not None:
+        if outcome.downtime_ms <= s.downtime_limit_ms * DOWNTIME_ALLOWANCE:
+            reasons.append(f"downtime {outcome.downtime_ms} ms within the limit"
+                           f" {s.downtime_limit_ms} ms")
+        else:
+            reasons.append(f"downtime {outcome.downtime_ms} ms exceeds the limit"
+                           f" {s.downtime_limit_ms} ms")
+    if outcome.error:
+        reasons.append(f"QEMU: {outcome.error}")
+    return reasons
+
+
+@dataclass
+class GuestVerdict:
+    integrity: str
+    destination_alive: bool
+    source_alive: bool
+    blackout_ms: float | None
+
+
+def _check_guests(outcome: Outcome, src: VM, dst: VM) -> GuestVerdict:
+    """After a completion the destination must run on intact; otherwise the source."""
+    time.sleep(SETTLE_S)
+    assert src.console and dst.console
+    now = time.monotonic()
+    if outcome.status == "completed":
+        # Everything the destination printed came after it resumed.
+        checked = read_console(dst.console.lines())
+        source_beats = read_console(src.console.lines()).heartbeats
+        blackout = blackout_ms(source_beats, checked.heartbeats)
+    else:
+        checked = read_console(src.console.lines(), after=outcome.ended_at)
+        blackout = None
+    alive = bool(checked.heartbeats) and now - checked.heartbeats[-1] < 1.0
+    if checked.memory_verified and alive:
+        integrity = "ok"
+    elif checked.bad_pages or checked.kernel_errors:
+        integrity = "corrupt"
+    else:
+        integrity = "not-checked"
+    if outcome.status == "completed":
+        return GuestVerdict(integrity, alive, src.running, blackout)
+    return GuestVerdict(integrity, dst.running, alive, blackout)
+
+
+def run(s: Scenario, logs: Path, progress: Progress | None = None,
+        on_link_measured: Callable[[float], None] | None = None) -> Result:
+    progress = progress or Progress.silent()
+    binary = artifacts.qemu_binary(s.qemu)
+    logs.mkdir(parents=True, exist_ok=True)
+    with Link(s.link()) as link:
+        progress.stage(f"link {link.src_ns} <-> {link.dst_ns}")
+        check = _check_link(link, progress)
+        if on_link_measured:
+            on_link_measured(check.measured_bps)
+        if not check.ok:
+            raise RunError(f"{check.describe()}: outside 80-120% of the configured rate,"
+                           " so results on it would not mean what they say")
+        with _booted_source(s, binary, link, logs, progress) as (src, accel):
+            dst = VM(_guest_config(s, binary, accel, link.dst_ns, True), "dst", logs)
+            with dst:
+                progress.stage("migrating")
+                uri = f"tcp:{DST_ADDR}:{MIGRATION_PORT}"
+                outcome = migration.run(src, dst, s.migration(), uri, s.timeout_s,
+                                        progress.sample)
+                progress.stage(f"migration {outcome.status}; checking the guests")
+                guests = _check_guests(outcome, src, dst)
+    estimate = next((x.mbps * 1e6 for x in reversed(outcome.samples)
+                     if x.status == "active" and x.mbps > 0), None)
+    return Result(
+        status=outcome.status, integrity=guests.integrity, downtime_ms=outcome.downtime_ms,
+        observed_blackout_ms=None if guests.blackout_ms is None else round(guests.blackout_ms, 1),
+        downtime_limit_ms=s.downtime_limit_ms, total_time_ms=outcome.total_time_ms,
+        link_rate_bps=round(check.measured_bps), estimated_bandwidth_bps=estimate,
+        switchover_bandwidth_bps=(s.switchover_bandwidth or 0) * 8,
+        avail_switchover_bandwidth=s.switchover_bandwidth,
+        destination_alive=guests.destination_alive, source_alive=guests.source_alive,
+        error=outcome.error,
+        qemu=str(binary), accel=accel, scenario=s.to_dict(),
+        reasons=_verdict_reasons(s, outcome, check, estimate), samples=outcome.samples)

@@ -1,0 +1,83 @@
+"""Parsing the sizes and rates users type, with errors that say what is accepted.
+
+- sizes (memory, hot set): binary, "512M" = 512 MiB; plain number = bytes
+- data rates for QEMU (max-bandwidth, switchover bandwidth): bytes/s,
+  decimal, "125M" = 125,000,000 B/s, as in QEMU's docs; "1gbit" = 125 MB/s
+- link rates (tc): bits/s, "1gbit", "500mbit"; a plain number is bits/s
+- durations: "5ms", "1.5s"; a plain number is milliseconds
+"""
+from __future__ import annotations
+
+import re
+
+_NUMBER = r"(\d+(?:\.\d+)?)"
+_BINARY = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20,
+           "g": 1 << 30, "gib": 1 << 30}
+_DECIMAL = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6,
+            "g": 10**9, "gb": 10**9}
+_BITS = {"bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9}
+
+
+class UnitError(ValueError):
+    """A value that does not parse; the message names what is accepted."""
+
+
+def _split(text: str, what: str, accepted: str) -> tuple[float, str]:
+    m = re.fullmatch(_NUMBER + r"\s*([a-zA-Z]*)(?:/s)?", str(text).strip())
+    if not m:
+        raise UnitError(f"{what} {text!r}: expected {accepted}")
+    return float(m.group(1)), m.group(2).lower()
+
+
+def parse_size(text: str, what: str = "size") -> int:
+    accepted = "a size such as 512M, 32M, 4096K (K/M/G are KiB/MiB/GiB)"
+    value, unit = _split(text, what, accepted)
+    if unit not in _BINARY:
+        raise UnitError(f"{what} {text!r}: expected {accepted}")
+    return int(value * _BINARY[unit])
+
+
+def parse_bytes_per_s(text: str, what: str = "bandwidth") -> int:
+    accepted = ("bytes/s such as 8M or 125000000 (K/M/G are 10^3/10^6/10^9), "
+                "or bits/s such as 1gbit")
+    value, unit = _split(text, what, accepted)
+    if unit in _DECIMAL:
+        return int(value * _DECIMAL[unit])
+    if unit in _BITS:
+        return int(value * _BITS[unit] / 8)
+    raise UnitError(f"{what} {text!r}: expected {accepted}")
+
+
+def parse_bits_per_s(text: str, what: str = "link rate") -> int:
+    accepted = "a rate such as 1gbit, 500mbit or 200000kbit (bits/s, as tc writes it)"
+    value, unit = _split(text, what, accepted)
+    if unit == "":
+        return int(value)
+    if unit not in _BITS:
+        raise UnitError(f"{what} {text!r}: expected {accepted}")
+    return int(value * _BITS[unit])
+
+
+def parse_ms(text: str, what: str = "duration") -> float:
+    accepted = "a duration such as 5ms or 1.5s"
+    value, unit = _split(text, what, accepted)
+    scale = {"": 1.0, "ms": 1.0, "s": 1000.0, "us": 0.001}.get(unit)
+    if scale is None:
+        raise UnitError(f"{what} {text!r}: expected {accepted}")
+    return value * scale
+
+
+def parse_percent(text: str, what: str = "loss") -> float:
+    m = re.fullmatch(_NUMBER + r"%?", str(text).strip())
+    if not m or float(m.group(1)) > 100:
+        raise UnitError(f"{what} {text!r}: expected a percentage from 0 to 100, such as 0.1%")
+    return float(m.group(1))
+
+
+def human_bits(bps: float | None) -> str:
+    if bps is None:
+        return "-"
+    for scale, unit in ((1e9, "Gbit/s"), (1e6, "Mbit/s"), (1e3, "kbit/s")):
+        if bps >= scale:
+            return f"{bps / scale:.3g} {unit}"
+    return f"{bps:.0f} bit/s"
