@@ -16,9 +16,10 @@ import tempfile
 from pathlib import Path
 from types import FrameType
 
-from . import report, runner, scenario
+from . import artifacts, report, runner, scenario
 from .artifacts import MissingArtifact
 from .link import LinkError
+from .result import Result
 from .vm import VMError
 
 SCENARIO_OPTIONS = {
@@ -52,6 +53,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", type=Path, help="write the full result here")
     run.add_argument("--logs", type=Path,
                      help="keep QEMU logs and serial consoles here (default: next to --json)")
+
+    compare = sub.add_parser(
+        "compare", help="run one scenario on several QEMU variants, side by side")
+    compare.add_argument("--scenario", type=Path, help="YAML file with the options below as keys")
+    for option, text in SCENARIO_OPTIONS.items():
+        if option not in ("qemu", "switchover-bandwidth", "name"):
+            compare.add_argument(f"--{option}", help=text)
+    compare.add_argument(
+        "--variant", action="append", metavar="QEMU:BANDWIDTH",
+        help="a variant to run, e.g. stock:none, patched:125M, patched:link (the"
+             " configured link rate, in bytes/s); repeatable (default: stock:none patched:none"
+             " patched:link)")
+    compare.add_argument("--out", type=Path, default=Path("miglab-results"),
+                         help="directory for the JSON of every run, logs and table.md")
     return parser
 
 
@@ -61,10 +76,86 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _scenario(args: argparse.Namespace) -> scenario.Scenario:
+def _scenario(args: argparse.Namespace, **extra: str) -> scenario.Scenario:
     base = scenario.load_yaml(args.scenario) if args.scenario else None
-    given = {opt: getattr(args, opt.replace("-", "_")) for opt in SCENARIO_OPTIONS}
+    given = {opt: getattr(args, opt.replace("-", "_"), None) for opt in SCENARIO_OPTIONS}
+    given.update(extra)
     return scenario.parse({k: v for k, v in given.items() if v is not None}, base)
+
+
+DEFAULT_VARIANTS = ["stock:none", "patched:none", "patched:link"]
+
+
+def _variants(args: argparse.Namespace) -> list[scenario.Scenario]:
+    """Each QEMU:BANDWIDTH variant as a scenario; 'link' means the link's own rate."""
+    out = []
+    for text in args.variant or DEFAULT_VARIANTS:
+        qemu, sep, bandwidth = text.rpartition(":")
+        if not sep or not qemu:
+            raise scenario.ScenarioError(
+                f"--variant {text!r}: expected QEMU:BANDWIDTH, such as patched:125M")
+        base = _scenario(args, qemu=qemu)
+        if bandwidth == "link":
+            bandwidth = str(base.link_rate_bps // 8)
+        try:
+            artifacts.qemu_binary(qemu)
+        except MissingArtifact as err:
+            raise scenario.ScenarioError(f"--variant {text!r}: {err}") from None
+        out.append(_scenario(args, qemu=qemu, name=text,
+                             **{"switchover-bandwidth": bandwidth}))
+    return out
+
+
+def _preflight() -> str | None:
+    if shutil.which("ip") is None:
+        return "needs iproute2's 'ip' and 'tc'"
+    if os.geteuid() != 0:
+        return "needs root (it creates network namespaces)"
+    return None
+
+
+def _passed(result: Result) -> bool:
+    return (result.status == "completed" and result.integrity == "ok"
+            and result.downtime_ms is not None
+            and result.downtime_ms <= result.downtime_limit_ms * runner.DOWNTIME_ALLOWANCE)
+
+
+def _run_one(s: scenario.Scenario, logs: Path, live: report.LiveProgress) -> Result | None:
+    progress = runner.Progress(stage=live.stage, sample=live.sample)
+    try:
+        return runner.run(s, logs, progress,
+                          on_link_measured=lambda bps: setattr(live, "link_bps", bps))
+    except (runner.RunError, LinkError, VMError, MissingArtifact) as err:
+        live.stage(f"error: {err}")
+        return None
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    try:
+        variants = _variants(args)
+    except scenario.ScenarioError as err:
+        print(f"miglab: error: {err}", file=sys.stderr)
+        return 2
+    if problem := _preflight():
+        print(f"miglab: error: {problem}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    live = report.LiveProgress()
+    rows: list[tuple[str, Result]] = []
+    for i, s in enumerate(variants, 1):
+        live.stage(f"[{i}/{len(variants)}] {s.name}")
+        slug = s.name.replace(":", "-").replace("/", "_")
+        result = _run_one(s, args.out / f"{slug}-logs", live)
+        if result is None:
+            return 2
+        result.write_json(args.out / f"{slug}.json")
+        rows.append((s.name, result))
+    live.stage("done")
+    text = report.table(rows)
+    (args.out / "table.md").write_text(text + "\n")
+    print(text)
+    print(f"results: {args.out}/ (table.md, one JSON per run, logs)")
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -73,35 +164,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     except scenario.ScenarioError as err:
         print(f"miglab: error: {err}", file=sys.stderr)
         return 2
-    if shutil.which("ip") is None:
-        print("miglab: error: needs iproute2's 'ip' and 'tc'", file=sys.stderr)
-        return 2
-    if os.geteuid() != 0:
-        print("miglab: error: run needs root (it creates network namespaces)", file=sys.stderr)
+    if problem := _preflight():
+        print(f"miglab: error: {problem}", file=sys.stderr)
         return 2
 
     logs = args.logs or (args.json.with_name(args.json.stem + "-logs") if args.json else None)
     tmp = None if logs else tempfile.mkdtemp(prefix="miglab-logs-")
     live = report.LiveProgress()
-    progress = runner.Progress(stage=live.stage, sample=live.sample)
     try:
-        result = runner.run(s, logs or Path(tmp or "."), progress,
-                            on_link_measured=lambda bps: setattr(live, "link_bps", bps))
-    except (runner.RunError, LinkError, VMError, MissingArtifact) as err:
-        live.stage(f"error: {err}")
-        return 2
+        result = _run_one(s, logs or Path(tmp or "."), live)
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
+    if result is None:
+        return 2
     live.stage("done")
     print(report.summary(result))
     if args.json:
         result.write_json(args.json)
         print(f"result: {args.json}" + (f" (logs: {logs})" if logs else ""))
-    good = (result.status == "completed" and result.integrity == "ok"
-            and result.downtime_ms is not None
-            and result.downtime_ms <= result.downtime_limit_ms * runner.DOWNTIME_ALLOWANCE)
-    return 0 if good else 1
+    return 0 if _passed(result) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
     try:
-        return cmd_run(args)
+        return cmd_run(args) if args.command == "run" else cmd_compare(args)
     except KeyboardInterrupt:
         print("\nmiglab: interrupted; everything it started has been removed",
               file=sys.stderr)

@@ -50,6 +50,11 @@ def _ms(value: float | int | None) -> str:
     return "-" if value is None else f"{value:.0f} ms"
 
 
+def _last_expected_downtime(r: Result) -> int | None:
+    active = [s.expected_downtime_ms for s in r.samples if s.status == "active"]
+    return active[-1] if active else None
+
+
 def _declared(r: Result) -> str:
     return human_bits(r.switchover_bandwidth_bps) if r.switchover_bandwidth_bps else "none"
 
@@ -74,12 +79,13 @@ def summary(r: Result) -> str:
 def table(rows: list[tuple[str, Result]]) -> str:
     """A markdown table, one row per named result."""
     head = ("| run | status | total time | downtime / limit | blackout seen |"
-            " QEMU estimate | link | declared | integrity |")
-    out = [head, "| " + " | ".join(["---"] * 9) + " |"]
+            " expected downtime (last) | QEMU estimate | link | declared | integrity |")
+    out = [head, "| " + " | ".join(["---"] * 10) + " |"]
     for name, r in rows:
         out.append(
             f"| {name} | {r.status} | {_ms(r.total_time_ms)} |"
             f" {_ms(r.downtime_ms)} / {r.downtime_limit_ms} ms | {_ms(r.observed_blackout_ms)} |"
+            f" {_ms(_last_expected_downtime(r))} |"
             f" {human_bits(r.estimated_bandwidth_bps)} | {human_bits(r.link_rate_bps)} |"
             f" {_declared(r)} | {r.integrity} |")
     return "\n".join(out)

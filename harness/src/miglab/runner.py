@@ -22,7 +22,7 @@ from .migration import Outcome
 from .result import Result, Sample
 from .scenario import Scenario
 from .units import human_bits
-from .vm import VM, VMConfig
+from .vm import VM, VMConfig, VMError
 
 MIGRATION_PORT = 4444
 READY_TIMEOUT_S = 120.0
@@ -57,23 +57,35 @@ def _guest_config(s: Scenario, binary: Path, accel: str, netns: str,
 @contextlib.contextmanager
 def _booted_source(s: Scenario, binary: Path, link: Link, logs: Path,
                    progress: Progress) -> Iterator[tuple[VM, str]]:
-    """The source guest, booted to its workload; yields it and the accelerator used."""
+    """The source guest, booted to its workload; yields it and the accelerator used.
+
+    With accel "auto", KVM is used only if QEMU starts under it and the guest
+    reaches its workload in bounded time (on PVM hosts QEMU aborts or the
+    kernel hangs); otherwise TCG, and the stage line says why.
+    """
     candidates = [s.accel] if s.accel != "auto" else (
         ["kvm", "tcg"] if os.path.exists("/dev/kvm") else ["tcg"])
     for accel in candidates:
+        last = accel == candidates[-1]
+        limit = READY_TIMEOUT_S if last else KVM_READY_TIMEOUT_S
         vm = VM(_guest_config(s, binary, accel, link.src_ns, False), "src", logs)
+        progress.stage(f"booting the source guest ({accel})")
+        try:
+            vm.launch()
+        except VMError as err:
+            if last:
+                raise
+            progress.stage(f"{accel} unusable here ({err}); trying {candidates[-1]}")
+            continue
         with vm:
-            limit = KVM_READY_TIMEOUT_S if (accel == "kvm" and len(candidates) > 1) \
-                else READY_TIMEOUT_S
-            progress.stage(f"booting the source guest ({accel})")
             assert vm.console
             if vm.console.wait_for(READY, limit) is not None:
                 yield vm, accel
                 return
-            if accel == candidates[-1]:
+            if last:
                 raise RunError(f"source guest ({accel}) did not reach its workload in"
                                f" {limit:.0f}s; console: {vm.console_path}")
-            progress.stage(f"{accel}: guest not ready in {limit:.0f}s, trying the next")
+            progress.stage(f"{accel}: guest not ready in {limit:.0f}s; trying {candidates[-1]}")
 
 
 def _check_link(link: Link, progress: Progress) -> LinkCheck:
