@@ -77,7 +77,7 @@ def _booted_source(s: Scenario, binary: Path, link: Link, logs: Path,
                 raise
             progress.stage(f"{accel} unusable here ({err}); trying {candidates[-1]}")
             continue
-        with vm:
+        try:
             assert vm.console
             if vm.console.wait_for(READY, limit) is not None:
                 yield vm, accel
@@ -86,6 +86,8 @@ def _booted_source(s: Scenario, binary: Path, link: Link, logs: Path,
                 raise RunError(f"source guest ({accel}) did not reach its workload in"
                                f" {limit:.0f}s; console: {vm.console_path}")
             progress.stage(f"{accel}: guest not ready in {limit:.0f}s; trying {candidates[-1]}")
+        finally:
+            vm.shutdown()
 
 
 def _check_link(link: Link, progress: Progress) -> LinkCheck:

@@ -85,6 +85,8 @@ class VM:
 
     # -- lifecycle -------------------------------------------------------
     def launch(self, timeout: float = 30.0) -> None:
+        if self._process is not None:
+            raise VMError(f"{self.name}: already launched")  # would orphan the first QEMU
         # mkdtemp makes the directory mode 0700: the QMP socket is private.
         self._tmpdir = Path(tempfile.mkdtemp(prefix=f"miglab-{self.name}-"))
         logs = self._log_dir or self._tmpdir

@@ -1,0 +1,39 @@
+"""The shaped link: made, measured and removed for real, with tc in namespaces."""
+from __future__ import annotations
+
+import pytest
+from conftest import miglab_namespaces
+
+from miglab.link import Link, LinkConfig, LinkError
+
+
+def test_link_is_removed_with_its_namespaces_on_exit() -> None:
+    before = miglab_namespaces()
+    with Link(LinkConfig(200_000_000)) as link:
+        assert {link.src_ns, link.dst_ns} <= miglab_namespaces()
+        assert "tbf" in link.qdiscs()
+    assert miglab_namespaces() == before
+
+
+def test_link_is_removed_when_the_body_fails() -> None:
+    before = miglab_namespaces()
+    with pytest.raises(ZeroDivisionError), Link(LinkConfig(200_000_000)):
+        1 / 0  # noqa: B018
+    assert miglab_namespaces() == before
+
+
+@pytest.mark.parametrize("rate", [200_000_000, 1_000_000_000])
+def test_link_check_measures_about_the_configured_rate(rate: int) -> None:
+    with Link(LinkConfig(rate)) as link:
+        check = link.measure(seconds=2)
+    assert check.ok, check.describe()
+
+
+def test_delay_needs_netem_and_says_so_when_missing() -> None:
+    before = miglab_namespaces()
+    try:
+        with Link(LinkConfig(1_000_000_000, delay_ms=5)) as link:
+            assert "netem" in link.qdiscs()  # this kernel has netem
+    except LinkError as err:
+        assert "netem" in str(err) and "only a rate work" in str(err)
+    assert miglab_namespaces() == before

@@ -1,0 +1,74 @@
+"""Whole `miglab run`s, as a user runs them: the verdicts, the JSON, the cleanup."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import miglab_namespaces, qemu_pids
+
+MIGLAB = [sys.executable, "-m", "miglab.cli"]
+CAPPED = ["--link-rate", "1gbit", "--memory", "512M", "--hot-set", "32M",
+          "--dirty-rate", "40M", "--max-bandwidth", "8M", "--downtime-limit", "300",
+          "--accel", "tcg"]
+
+
+def miglab_run(tmp_path: Path, *args: str) -> tuple[int, dict]:
+    out = tmp_path / "result.json"
+    proc = subprocess.run([*MIGLAB, "run", *CAPPED, *args, "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert out.exists(), proc.stderr[-2000:]
+    return proc.returncode, json.loads(out.read_text())
+
+
+def test_patched_with_the_link_rate_declared_completes_within_the_limit(tmp_path: Path) -> None:
+    rc, result = miglab_run(tmp_path, "--qemu", "patched", "--switchover-bandwidth", "125M",
+                            "--timeout", "60")
+    assert result["status"] == "completed"
+    assert result["integrity"] == "ok"
+    assert result["downtime_ms"] <= 1.1 * 300
+    assert result["destination_alive"] is True
+    # The heartbeat gap seen from outside includes at least QEMU's own downtime.
+    assert result["observed_blackout_ms"] >= result["downtime_ms"] * 0.9
+    assert 0.8e9 <= result["link_rate_bps"] <= 1.2e9
+    assert result["switchover_bandwidth_bps"] == 1e9
+    assert result["samples"] and rc == 0
+
+
+def test_stock_keeps_iterating_and_the_source_survives(tmp_path: Path) -> None:
+    rc, result = miglab_run(tmp_path, "--qemu", "stock", "--timeout", "25")
+    assert result["status"] == "not-converged"
+    assert result["source_alive"] is True and result["integrity"] == "ok"
+    # QEMU's estimate is about the 64 Mbit/s cap, far below the link.
+    assert result["estimated_bandwidth_bps"] < 0.2 * result["link_rate_bps"]
+    assert rc == 1
+
+
+def test_bad_argument_is_one_line_and_starts_nothing() -> None:
+    before_ns, before_qemu = miglab_namespaces(), qemu_pids()
+    proc = subprocess.run([*MIGLAB, "run", "--link-rate", "fast"], capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "--link-rate 'fast'" in proc.stderr
+    assert miglab_namespaces() == before_ns and qemu_pids() == before_qemu
+
+
+def test_ctrl_c_mid_migration_leaves_nothing_behind(tmp_path: Path) -> None:
+    before_ns, before_qemu = miglab_namespaces(), qemu_pids()
+    proc = subprocess.Popen([*MIGLAB, "run", *CAPPED, "--qemu", "stock", "--timeout", "120",
+                             "--logs", str(tmp_path)], stderr=subprocess.PIPE, text=True)
+    assert proc.stderr
+    deadline = time.monotonic() + 180
+    for line in proc.stderr:
+        if "migrating" in line or time.monotonic() > deadline:
+            break
+    time.sleep(3)  # well inside the migration
+    assert qemu_pids() - before_qemu, "no QEMU was running mid-migration"
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert miglab_namespaces() == before_ns
+    assert qemu_pids() == before_qemu

@@ -1,0 +1,92 @@
+"""Scenario and unit parsing: values users type, and the errors for bad ones."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from miglab import scenario, units
+
+
+@pytest.mark.parametrize("text,bits", [("1gbit", 10**9), ("500mbit", 5 * 10**8),
+                                       ("200000kbit", 2 * 10**8), ("1000", 1000)])
+def test_link_rates_are_bits_per_second(text: str, bits: int) -> None:
+    assert units.parse_bits_per_s(text) == bits
+
+
+@pytest.mark.parametrize("text,value", [("8M", 8_000_000), ("125M", 125_000_000),
+                                        ("125000000", 125_000_000), ("1gbit", 125_000_000),
+                                        ("1G", 10**9), ("8MB/s", 8_000_000)])
+def test_qemu_bandwidths_are_decimal_bytes_per_second(text: str, value: int) -> None:
+    assert units.parse_bytes_per_s(text) == value
+
+
+def test_sizes_are_binary() -> None:
+    assert units.parse_size("512M") == 512 << 20
+    assert units.parse_size("4096K") == 4 << 20
+
+
+@pytest.mark.parametrize("parse,text", [(units.parse_bits_per_s, "1gb"),
+                                        (units.parse_bytes_per_s, "fast"),
+                                        (units.parse_size, "1T"),
+                                        (units.parse_ms, "5min"),
+                                        (units.parse_percent, "120%")])
+def test_bad_units_name_what_is_accepted(parse, text: str) -> None:
+    with pytest.raises(units.UnitError) as err:
+        parse(text, "--thing")
+    assert "--thing" in str(err.value) and "expected" in str(err.value)
+
+
+def test_defaults_are_the_capped_precopy_scenario() -> None:
+    s = scenario.parse({})
+    assert (s.link_rate_bps, s.memory_mib, s.hot_set_mib, s.dirty_rate_mib) == (
+        10**9, 512, 32, 40)
+    assert (s.max_bandwidth, s.downtime_limit_ms, s.switchover_bandwidth) == (
+        8_000_000, 300, None)
+
+
+def test_options_map_to_fields() -> None:
+    s = scenario.parse({"link-rate": "500mbit", "switchover-bandwidth": "62500000",
+                        "max-bandwidth": "none", "downtime-limit": "1s", "hot-set": "12M"})
+    assert s.link_rate_bps == 500_000_000
+    assert s.switchover_bandwidth == 62_500_000
+    assert s.max_bandwidth is None
+    assert s.downtime_limit_ms == 1000
+    assert s.migration().parameters() == {"downtime-limit": 1000,
+                                          "avail-switchover-bandwidth": 62_500_000}
+
+
+@pytest.mark.parametrize("values,needle", [
+    ({"switchover-bandwidth": "-1"}, "--switchover-bandwidth"),
+    ({"link-rate": "0"}, "link rate"),
+    ({"hot-set": "500M"}, "--hot-set"),
+    ({"hot-set": "1.5M"}, "whole MiB"),
+    ({"accel": "hvf"}, "accepted auto, tcg, kvm"),
+    ({"timeout": "0"}, "--timeout"),
+    ({"link-jitter": "1ms"}, "jitter needs a link delay"),
+    ({"colour": "blue"}, "unknown scenario key 'colour'"),
+])
+def test_bad_scenarios_are_refused_with_the_key_named(values: dict, needle: str) -> None:
+    with pytest.raises(scenario.ScenarioError) as err:
+        scenario.parse(values)
+    assert needle in str(err.value)
+
+
+def test_yaml_uses_the_same_keys(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("link-rate: 200mbit\nmax-bandwidth: 6M\nhot-set: 12M\n")
+    s = scenario.load_yaml(path)
+    assert (s.link_rate_bps, s.max_bandwidth, s.hot_set_mib) == (200_000_000, 6_000_000, 12)
+
+
+def test_yaml_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(scenario.ScenarioError, match="expected a mapping"):
+        scenario.load_yaml(path)
+
+
+def test_netem_is_needed_only_for_delay_and_loss() -> None:
+    assert not scenario.parse({}).link().needs_netem
+    assert scenario.parse({"link-delay": "5ms"}).link().needs_netem
+    assert scenario.parse({"link-loss": "0.1%"}).link().needs_netem
