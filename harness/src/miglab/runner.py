@@ -163,8 +163,33 @@ def _check_guests(outcome: Outcome, src: VM, dst: VM) -> GuestVerdict:
     return GuestVerdict(integrity, dst.running, alive, blackout)
 
 
-def run(s: Scenario, logs: Path, progress: Progress | None = None,
-        on_link_measured: Callable[[float], None] | None = None) -> Result:
+@dataclass
+class Lab:
+    """A checked link with the source guest at work and a destination waiting."""
+
+    scenario: Scenario
+    link: Link
+    check: LinkCheck
+    src: VM
+    dst: VM
+    accel: str
+    binary: Path
+    logs: Path
+    uri: str = f"tcp:{DST_ADDR}:{MIGRATION_PORT}"
+
+    def new_destination(self) -> VM:
+        """A fresh destination (after one died or failed), launched; the caller owns it."""
+        self.dst.shutdown()
+        self.dst = VM(_guest_config(self.scenario, self.binary, self.accel,
+                                    self.link.dst_ns, True), "dst-retry", self.logs)
+        self.dst.launch()
+        return self.dst
+
+
+@contextlib.contextmanager
+def lab(s: Scenario, logs: Path, progress: Progress | None = None,
+        on_link_measured: Callable[[float], None] | None = None) -> Iterator[Lab]:
+    """Everything a migration needs, torn down on the way out whatever happens."""
     progress = progress or Progress.silent()
     binary = artifacts.qemu_binary(s.qemu)
     logs.mkdir(parents=True, exist_ok=True)
@@ -177,24 +202,42 @@ def run(s: Scenario, logs: Path, progress: Progress | None = None,
             raise RunError(f"{check.describe()}: outside 80-120% of the configured rate,"
                            " so results on it would not mean what they say")
         with _booted_source(s, binary, link, logs, progress) as (src, accel):
-            dst = VM(_guest_config(s, binary, accel, link.dst_ns, True), "dst", logs)
-            with dst:
-                progress.stage("migrating")
-                uri = f"tcp:{DST_ADDR}:{MIGRATION_PORT}"
-                outcome = migration.run(src, dst, s.migration(), uri, s.timeout_s,
-                                        progress.sample)
-                progress.stage(f"migration {outcome.status}; checking the guests")
-                guests = _check_guests(outcome, src, dst)
+            env = Lab(s, link, check, src, VM(_guest_config(s, binary, accel, link.dst_ns,
+                                                            True), "dst", logs),
+                      accel, binary, logs)
+            try:
+                env.dst.launch()
+                yield env
+            finally:
+                env.dst.shutdown()
+
+
+def judge(env: Lab, outcome: Outcome, progress: Progress | None = None) -> Result:
+    """The Result of a migration that ran in @env: guests checked, reasons given."""
+    progress = progress or Progress.silent()
+    progress.stage(f"migration {outcome.status}; checking the guests")
+    s = env.scenario
+    guests = _check_guests(outcome, env.src, env.dst)
     estimate = next((x.mbps * 1e6 for x in reversed(outcome.samples)
                      if x.status == "active" and x.mbps > 0), None)
     return Result(
         status=outcome.status, integrity=guests.integrity, downtime_ms=outcome.downtime_ms,
         observed_blackout_ms=None if guests.blackout_ms is None else round(guests.blackout_ms, 1),
         downtime_limit_ms=s.downtime_limit_ms, total_time_ms=outcome.total_time_ms,
-        link_rate_bps=round(check.measured_bps), estimated_bandwidth_bps=estimate,
+        link_rate_bps=round(env.check.measured_bps), estimated_bandwidth_bps=estimate,
         switchover_bandwidth_bps=(s.switchover_bandwidth or 0) * 8,
         avail_switchover_bandwidth=s.switchover_bandwidth,
         destination_alive=guests.destination_alive, source_alive=guests.source_alive,
-        error=outcome.error,
-        qemu=str(binary), accel=accel, scenario=s.to_dict(),
-        reasons=_verdict_reasons(s, outcome, check, estimate), samples=outcome.samples)
+        error=outcome.error, qemu=str(env.binary), accel=env.accel, scenario=s.to_dict(),
+        reasons=_verdict_reasons(s, outcome, env.check, estimate), samples=outcome.samples)
+
+
+def run(s: Scenario, logs: Path, progress: Progress | None = None,
+        on_link_measured: Callable[[float], None] | None = None) -> Result:
+    """One scenario, start to verdict."""
+    progress = progress or Progress.silent()
+    with lab(s, logs, progress, on_link_measured) as env:
+        progress.stage("migrating")
+        outcome = migration.run(env.src, env.dst, s.migration(), env.uri, s.timeout_s,
+                                progress.sample)
+        return judge(env, outcome, progress)

@@ -1,0 +1,61 @@
+"""The capped pre-copy scenario over a matrix of links, limits and builds.
+
+The physics each variant is checked against (design.md section 2): the
+guest rewrites a HOT-set of 12 MiB at 40 MiB/s, faster than the 8 MB/s
+max-bandwidth, so after every pass the whole hot set is dirty again.
+
+- QEMU's own estimate is about the cap, so it predicts a downtime of
+  hot / cap = 12.58 MB / 8 MB/s = 1573 ms: above both limits (300, 600 ms),
+  so stock and patched-unset never switch over;
+- with the parameter = the link rate, the threshold is rate x limit,
+  at least 62.5 MB/s x 300 ms = 18.75 MB > 12.58 MB: it switches over, and
+  sending the hot set at the link's real rate takes at most 12.58 MB / 60 MB/s
+  = 210 ms, within both limits.
+
+:avocado: tags=convergence
+"""
+from __future__ import annotations
+
+from labtest import LabTest
+
+from miglab import units
+
+HOT_SET_BYTES = 12 * 1024 * 1024
+CAP_BYTES_PER_S = 8_000_000
+DEADLINE_S = 25  # bulk pass at the cap: about 14 s; then iterations
+
+
+class CappedPrecopy(LabTest):
+    """
+    :avocado: tags=convergence
+    """
+
+    def test_capped_precopy(self) -> None:
+        link_rate = self.params.get("link_rate", default="1gbit")
+        limit_ms = int(self.params.get("downtime_limit", default=300))
+        declared = self.params.get("switchover", default="none")
+        values = {"qemu": self.params.get("qemu", default="patched"), "link-rate": link_rate,
+                  "hot-set": "12M", "dirty-rate": "40M", "max-bandwidth": CAP_BYTES_PER_S,
+                  "downtime-limit": limit_ms, "timeout": DEADLINE_S, "accel": "tcg"}
+        if declared == "link":
+            values["switchover-bandwidth"] = units.parse_bits_per_s(link_rate) // 8
+            values["timeout"] = 60
+        s = self.scenario(**values)
+        estimated_ms = HOT_SET_BYTES / (CAP_BYTES_PER_S / 1000)
+        result = self.run_scenario(s)
+
+        if s.switchover_bandwidth is None:
+            # The matrix's own premise: QEMU's prediction is above the limit.
+            self.assertGreater(estimated_ms, 2 * limit_ms)
+            self.assertEqual(result.status, "not-converged", result.reasons)
+            last = [x for x in result.samples if x.status == "active"][-1]
+            self.assertGreater(last.expected_downtime_ms, 0.7 * estimated_ms)
+            self.assertEqual(result.source_alive, True)
+            self.assertEqual(result.integrity, "ok")
+        else:
+            threshold_bytes = s.switchover_bandwidth * limit_ms / 1000
+            self.assertGreater(threshold_bytes, 1.4 * HOT_SET_BYTES)  # premise
+            self.assertEqual(result.status, "completed", result.reasons)
+            self.assertLessEqual(result.downtime_ms, 1.1 * limit_ms)
+            self.assertEqual(result.integrity, "ok")
+            self.assertEqual(result.destination_alive, True)
