@@ -34,6 +34,23 @@ ensure_deb_src() {
     APT_UPDATED=
 }
 
+# The machine's Debian suite stanza, copied with another suite (backports).
+ensure_apt_suite() { # suite
+    local suite=$1 list=/etc/apt/sources.list.d/miglab-$1.sources
+    [ -s "$list" ] && return 0
+    local deb822=/etc/apt/sources.list.d/debian.sources
+    [ -f "$deb822" ] || die "no $deb822 to derive the $suite entry from"
+    awk -v suite="$suite" 'BEGIN { RS = ""; FS = "\n" }
+        /\nSuites: bookworm( |\n|$)/ {
+            sub(/\nSuites: [^\n]*/, "\nSuites: " suite); print; print ""; exit }' \
+        "$deb822" >"$list.tmp"
+    grep -q "^Suites: $suite" "$list.tmp" ||
+        { rm -f "$list.tmp"; die "found no bookworm entry in $deb822 to derive $suite from"; }
+    mv "$list.tmp" "$list"
+    log "added $list (derived from the machine's apt sources)"
+    APT_UPDATED=
+}
+
 APT_UPDATED=
 apt_update_once() {
     [ -n "$APT_UPDATED" ] && return 0

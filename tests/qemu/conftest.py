@@ -21,9 +21,17 @@ def stock_bin() -> Path:
     return artifacts.qemu_binary("stock")
 
 
+@pytest.fixture(params=["patched", artifacts.UPSTREAM])
+def with_param(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VM]:
+    """Our patched 7.2 and upstream's QEMU 10.0, without a guest: the interface
+    must be the same on both, so every test that takes this runs on each."""
+    binary = artifacts.qemu_binary(request.param)
+    with VM(VMConfig.for_binary(binary), request.param, tmp_path) as vm:
+        yield vm
+
+
 @pytest.fixture
 def patched(patched_bin: Path, tmp_path: Path) -> Iterator[VM]:
-    """A patched QEMU without a guest: enough for the parameter's interface."""
     with VM(VMConfig(patched_bin), "patched", tmp_path) as vm:
         yield vm
 

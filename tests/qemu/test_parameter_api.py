@@ -1,7 +1,8 @@
-"""avail-switchover-bandwidth through QMP, HMP and -global, on both builds.
+"""avail-switchover-bandwidth through QMP, HMP and -global.
 
-The patched build must behave exactly as upstream QEMU 8.2+ does; the stock
-build must refuse the parameter, which also shows these tests can fail.
+Tests taking `with_param` run on our patched 7.2 and on upstream's QEMU 10.0
+(bookworm-backports) alike: the interface must be the same. The stock build
+must refuse the parameter, which also shows these tests can fail.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from miglab import artifacts
 from miglab.vm import VM, ExecuteError, VMConfig, VMError
 
 PARAM = "avail-switchover-bandwidth"
@@ -20,37 +22,37 @@ def params(vm: VM) -> dict:
     return vm.command("query-migrate-parameters")
 
 
-def test_default_is_zero(patched: VM) -> None:
-    assert params(patched)[PARAM] == 0
+def test_default_is_zero(with_param: VM) -> None:
+    assert params(with_param)[PARAM] == 0
 
 
 @pytest.mark.parametrize("value", [0, 1, 125_000_000, 2**63, U64_MAX])
-def test_set_query_round_trip(patched: VM, value: int) -> None:
-    patched.command("migrate-set-parameters", **{PARAM: value})
-    assert params(patched)[PARAM] == value
+def test_set_query_round_trip(with_param: VM, value: int) -> None:
+    with_param.command("migrate-set-parameters", **{PARAM: value})
+    assert params(with_param)[PARAM] == value
 
 
 @pytest.mark.parametrize("bad", ["1G", 1.5, 2**64, True, None])
-def test_refused_values_change_no_parameter(patched: VM, bad: object) -> None:
-    patched.command("migrate-set-parameters", **{PARAM: 7_000_000})
-    before = params(patched)
+def test_refused_values_change_no_parameter(with_param: VM, bad: object) -> None:
+    with_param.command("migrate-set-parameters", **{PARAM: 7_000_000})
+    before = params(with_param)
     with pytest.raises(ExecuteError) as err:
         # Together with a valid change: a refused command must change nothing.
-        patched.command("migrate-set-parameters", **{"max-bandwidth": 12345, PARAM: bad})
+        with_param.command("migrate-set-parameters", **{"max-bandwidth": 12345, PARAM: bad})
     assert PARAM in str(err.value)
-    assert params(patched) == before
+    assert params(with_param) == before
 
 
 @pytest.mark.parametrize("negative", [-1, -1000])
-def test_negative_integer_wraps_like_upstream(patched: VM, negative: int) -> None:
+def test_negative_integer_wraps_like_upstream(with_param: VM, negative: int) -> None:
     # QAPI's 'size' visitor wraps negative JSON integers; upstream accepts it.
-    patched.command("migrate-set-parameters", **{PARAM: negative})
-    assert params(patched)[PARAM] == 2**64 + negative
+    with_param.command("migrate-set-parameters", **{PARAM: negative})
+    assert params(with_param)[PARAM] == 2**64 + negative
 
 
-def test_max_bandwidth_wraps_the_same_way(patched: VM) -> None:
-    patched.command("migrate-set-parameters", **{"max-bandwidth": -1})
-    assert params(patched)["max-bandwidth"] == U64_MAX
+def test_max_bandwidth_wraps_the_same_way(with_param: VM) -> None:
+    with_param.command("migrate-set-parameters", **{"max-bandwidth": -1})
+    assert params(with_param)["max-bandwidth"] == U64_MAX
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -59,22 +61,24 @@ def test_max_bandwidth_wraps_the_same_way(patched: VM) -> None:
     ("125000000B", 125_000_000),
     ("512k", 512 * 1024),
 ])
-def test_hmp_set_accepts_size_suffixes(patched: VM, text: str, expected: int) -> None:
-    out = patched.hmp(f"migrate_set_parameter {PARAM} {text}")
+def test_hmp_set_accepts_size_suffixes(with_param: VM, text: str, expected: int) -> None:
+    out = with_param.hmp(f"migrate_set_parameter {PARAM} {text}")
     assert out.strip() == ""
-    assert params(patched)[PARAM] == expected
-    info = patched.hmp("info migrate_parameters")
+    assert params(with_param)[PARAM] == expected
+    info = with_param.hmp("info migrate_parameters")
     assert f"{PARAM}: {expected} bytes/second" in info.splitlines()
 
 
-def test_hmp_refuses_bad_size_and_changes_nothing(patched: VM) -> None:
-    out = patched.hmp(f"migrate_set_parameter {PARAM} lots")
+def test_hmp_refuses_bad_size_and_changes_nothing(with_param: VM) -> None:
+    out = with_param.hmp(f"migrate_set_parameter {PARAM} lots")
     assert "Invalid size lots" in out
-    assert params(patched)[PARAM] == 0
+    assert params(with_param)[PARAM] == 0
 
 
-def test_global_sets_the_default(patched_bin: Path, tmp_path: Path) -> None:
-    config = VMConfig(patched_bin, extra_args=["-global", f"migration.{PARAM}=125000000"])
+@pytest.mark.parametrize("build", ["patched", artifacts.UPSTREAM])
+def test_global_sets_the_default(build: str, tmp_path: Path) -> None:
+    config = VMConfig.for_binary(artifacts.qemu_binary(build),
+                                 extra_args=["-global", f"migration.{PARAM}=125000000"])
     with VM(config, "global", tmp_path) as vm:
         assert params(vm)[PARAM] == 125_000_000
         assert f"{PARAM}: 125000000 bytes/second" in vm.hmp("info migrate_parameters")

@@ -24,10 +24,21 @@ def cache_dir() -> Path:
 
 
 QEMU_FLAVOURS = ("stock", "patched")
+UPSTREAM = "upstream"  # QEMU 10.0 from bookworm-backports, upstream's implementation
+
+
+def _upstream_root() -> Path:
+    return cache_dir() / "qemu-upstream" / "root"
 
 
 def qemu_binary(choice: str) -> Path:
-    """'stock', 'patched' or a path to a qemu-system-x86_64."""
+    """'stock', 'patched', 'upstream' or a path to a qemu-system-x86_64."""
+    if choice == UPSTREAM:
+        path = _upstream_root() / "usr" / "bin" / "qemu-system-x86_64"
+        if not path.exists():
+            raise MissingArtifact(f"upstream QEMU not fetched ({path}):"
+                                  " run scripts/fetch-upstream-qemu")
+        return path
     if choice in QEMU_FLAVOURS:
         path = cache_dir() / "qemu-7.2" / f"{choice}-build" / "qemu-system-x86_64"
         if not path.exists():
@@ -41,6 +52,19 @@ def qemu_binary(choice: str) -> Path:
                 f"--qemu {choice!r}: not 'stock', 'patched' or an existing binary")
         path = Path(found)
     return path
+
+
+def qemu_runtime(binary: Path) -> tuple[list[Path], dict[str, str]]:
+    """Firmware directories (-L) and environment a binary needs to run from the cache.
+
+    Our builds find their firmware themselves; the extracted upstream package
+    must be pointed at its own data and modules, not the system's 7.2 ones.
+    """
+    root = _upstream_root()
+    if root in binary.parents:
+        return ([root / "usr/share/qemu", root / "usr/share/seabios"],
+                {"QEMU_MODULE_DIR": str(root / "usr/lib/x86_64-linux-gnu/qemu")})
+    return [], {}
 
 
 def kernel() -> Path:

@@ -19,11 +19,14 @@ from types import FrameType
 from . import artifacts, report, runner, scenario
 from .artifacts import MissingArtifact
 from .link import LinkError
+from .plot import plot_run
 from .result import Result
-from .vm import VMError
+from .vm import ExecuteError, VMError
 
 SCENARIO_OPTIONS = {
-    "qemu": "stock, patched, or a path to qemu-system-x86_64 (default patched)",
+    "qemu": "stock, patched (Debian 12's 7.2 without/with our patches), upstream"
+            " (QEMU 10.0 from bookworm-backports) or a path to qemu-system-x86_64"
+            " (default patched)",
     "link-rate": "rate of the link, both ways, e.g. 1gbit, 500mbit (default 1gbit)",
     "link-delay": "one-way delay on each end, e.g. 5ms (needs netem)",
     "link-jitter": "delay jitter, e.g. 1ms (needs netem and --link-delay)",
@@ -35,8 +38,9 @@ SCENARIO_OPTIONS = {
     "zero-rate": "how fast it rewrites the zero set, MiB/s (default 0)",
     "max-bandwidth": "QEMU's max-bandwidth in bytes/s, e.g. 8M, or none (default 8M)",
     "downtime-limit": "QEMU's downtime-limit, ms (default 300)",
-    "switchover-bandwidth": "avail-switchover-bandwidth in bytes/s, e.g. 125M, or none"
-                            " (default none: not set)",
+    "switchover-bandwidth": "avail-switchover-bandwidth in bytes/s, e.g. 125M; none (not"
+                            " set, the default); or auto (from the kernel's TCP samples of"
+                            " the migration connection)",
     "timeout": "seconds to wait for convergence before cancelling (default 60)",
     "accel": "auto, tcg or kvm (default auto: KVM only if a guest boots under it)",
     "name": "a name for the run, used in reports",
@@ -128,6 +132,9 @@ def _run_one(s: scenario.Scenario, logs: Path, live: report.LiveProgress) -> Res
     except (runner.RunError, LinkError, VMError, MissingArtifact) as err:
         live.stage(f"error: {err}")
         return None
+    except ExecuteError as err:  # QEMU refused a command; its own words
+        live.stage(f"error: QEMU: {err}")
+        return None
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -149,12 +156,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if result is None:
             return 2
         result.write_json(args.out / f"{slug}.json")
+        plot_run(result, args.out / f"{slug}.png", s.name)
         rows.append((s.name, result))
     live.stage("done")
     text = report.table(rows)
     (args.out / "table.md").write_text(text + "\n")
     print(text)
-    print(f"results: {args.out}/ (table.md, one JSON per run, logs)")
+    print(f"results: {args.out}/ (table.md; per run: JSON, PNG plot, logs)")
     return 0
 
 

@@ -55,6 +55,7 @@ class Result:
     destination_alive: bool | None = None
     source_alive: bool | None = None
     error: str | None = None
+    autotune: list[dict[str, Any]] = field(default_factory=list)  # changes it made
     qemu: str = ""
     accel: str = ""
     scenario: dict[str, Any] = field(default_factory=dict)

@@ -12,10 +12,11 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import artifacts, migration
+from .autotune import Autotuner, read_ss
 from .guest import READY, blackout_ms, read_console
 from .link import DST_ADDR, Link, LinkCheck
 from .migration import Outcome
@@ -29,6 +30,7 @@ READY_TIMEOUT_S = 120.0
 KVM_READY_TIMEOUT_S = 45.0  # a kernel that hangs under KVM (PVM hosts) is given up
 SETTLE_S = 3.0  # after the migration: room for the kernel to trip and a verify pass
 DOWNTIME_ALLOWANCE = 1.10  # the final device state rides on top of RAM
+PARAM = "avail-switchover-bandwidth"
 
 
 class RunError(RuntimeError):
@@ -49,9 +51,9 @@ class Progress:
 
 def _guest_config(s: Scenario, binary: Path, accel: str, netns: str,
                   incoming: bool) -> VMConfig:
-    return VMConfig(binary, memory_mib=s.memory_mib, accel=accel, kernel=artifacts.kernel(),
-                    initramfs=artifacts.initramfs(), workload=s.workload(),
-                    incoming=incoming, netns=netns)
+    return VMConfig.for_binary(binary, memory_mib=s.memory_mib, accel=accel,
+                               kernel=artifacts.kernel(), initramfs=artifacts.initramfs(),
+                               workload=s.workload(), incoming=incoming, netns=netns)
 
 
 @contextlib.contextmanager
@@ -98,18 +100,19 @@ def _check_link(link: Link, progress: Progress) -> LinkCheck:
 
 
 def _verdict_reasons(s: Scenario, outcome: Outcome, check: LinkCheck,
-                     estimate_bps: float | None) -> list[str]:
+                     estimate_bps: float | None, declared: int | None) -> list[str]:
     reasons = []
     link_bps = check.measured_bps
     if estimate_bps:
         reasons.append(f"QEMU's bandwidth estimate {human_bits(estimate_bps)} is"
                        f" {estimate_bps / link_bps:.0%} of the measured link"
                        f" {human_bits(link_bps)}")
-    if s.switchover_bandwidth is not None and s.switchover_bandwidth > 0:
-        declared = s.switchover_bandwidth * 8
-        reasons.append(f"declared switchover bandwidth {human_bits(declared)} is"
-                       f" {declared / link_bps:.0%} of the measured link")
-        if declared > link_bps * 1.05:
+    if declared:
+        declared_bps = declared * 8
+        how = "automatic (kernel TCP samples)" if s.switchover_auto else "declared"
+        reasons.append(f"{how} switchover bandwidth {human_bits(declared_bps)} is"
+                       f" {declared_bps / link_bps:.0%} of the measured link")
+        if declared_bps > link_bps * 1.05:
             reasons.append("the declared bandwidth is above the measured link rate:"
                            " the real downtime can exceed the limit")
     else:
@@ -212,9 +215,11 @@ def lab(s: Scenario, logs: Path, progress: Progress | None = None,
                 env.dst.shutdown()
 
 
-def judge(env: Lab, outcome: Outcome, progress: Progress | None = None) -> Result:
+def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
+          tuner: Autotuner | None = None) -> Result:
     """The Result of a migration that ran in @env: guests checked, reasons given."""
     progress = progress or Progress.silent()
+    declared = tuner.declared if tuner else env.scenario.switchover_bandwidth
     progress.stage(f"migration {outcome.status}; checking the guests")
     s = env.scenario
     guests = _check_guests(outcome, env.src, env.dst)
@@ -225,11 +230,23 @@ def judge(env: Lab, outcome: Outcome, progress: Progress | None = None) -> Resul
         observed_blackout_ms=None if guests.blackout_ms is None else round(guests.blackout_ms, 1),
         downtime_limit_ms=s.downtime_limit_ms, total_time_ms=outcome.total_time_ms,
         link_rate_bps=round(env.check.measured_bps), estimated_bandwidth_bps=estimate,
-        switchover_bandwidth_bps=(s.switchover_bandwidth or 0) * 8,
-        avail_switchover_bandwidth=s.switchover_bandwidth,
+        switchover_bandwidth_bps=(declared or 0) * 8, avail_switchover_bandwidth=declared,
+        autotune=[asdict(c) for c in tuner.changes] if tuner else [],
         destination_alive=guests.destination_alive, source_alive=guests.source_alive,
         error=outcome.error, qemu=str(env.binary), accel=env.accel, scenario=s.to_dict(),
-        reasons=_verdict_reasons(s, outcome, env.check, estimate), samples=outcome.samples)
+        reasons=_verdict_reasons(s, outcome, env.check, estimate, declared),
+        samples=outcome.samples)
+
+
+def _autotuning(env: Lab, tuner: Autotuner, progress: Progress) -> Callable[[Sample], None]:
+    """A sample hook that feeds the tuner from the migration socket and applies it."""
+    def on_sample(sample: Sample) -> None:
+        tuner.add(read_ss(env.link.src_ns, MIGRATION_PORT, sample.t_s))
+        if sample.status == "active" and (value := tuner.decide(sample.t_s)) is not None:
+            env.src.command("migrate-set-parameters", **{PARAM: value})
+            progress.stage(f"autotune: {PARAM} = {value} B/s ({tuner.changes[-1].reason})")
+        progress.sample(sample)
+    return on_sample
 
 
 def run(s: Scenario, logs: Path, progress: Progress | None = None,
@@ -238,6 +255,10 @@ def run(s: Scenario, logs: Path, progress: Progress | None = None,
     progress = progress or Progress.silent()
     with lab(s, logs, progress, on_link_measured) as env:
         progress.stage("migrating")
-        outcome = migration.run(env.src, env.dst, s.migration(), env.uri, s.timeout_s,
-                                progress.sample)
-        return judge(env, outcome, progress)
+        tuner = Autotuner() if s.switchover_auto else None
+        hook = _autotuning(env, tuner, progress) if tuner else progress.sample
+        outcome = migration.run(env.src, env.dst, s.migration(), env.uri, s.timeout_s, hook)
+        if tuner:
+            # leave the parameter as it was before the run
+            env.src.command("migrate-set-parameters", **{PARAM: 0})
+        return judge(env, outcome, progress, tuner)

@@ -40,6 +40,7 @@ class Scenario:
     max_bandwidth: int | None = 8_000_000  # bytes/s
     downtime_limit_ms: int = 300
     switchover_bandwidth: int | None = None  # bytes/s; None: parameter not set
+    switchover_auto: bool = False  # set from the kernel's TCP samples (autotune.py)
     timeout_s: float = 60.0
     accel: str = "auto"
     name: str = ""
@@ -53,9 +54,11 @@ class Scenario:
                         zero_set_mib=self.zero_set_mib, zero_rate_mib=self.zero_rate_mib)
 
     def migration(self) -> MigrationSettings:
+        # auto starts from 0 (QEMU's estimate) until the tuner has measured
+        declared = 0 if self.switchover_auto else self.switchover_bandwidth
         return MigrationSettings(downtime_limit_ms=self.downtime_limit_ms,
                                  max_bandwidth=self.max_bandwidth,
-                                 avail_switchover_bandwidth=self.switchover_bandwidth)
+                                 avail_switchover_bandwidth=declared)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,6 +84,13 @@ def _optional_bytes_per_s(text: str, what: str) -> int | None:
         # lab run never means that, so it is refused here.
         raise units.UnitError(f"{what} {text!r}: expected 'none' or a bandwidth >= 0")
     return units.parse_bytes_per_s(text, what)
+
+
+def _switchover(text: str, what: str) -> int | None:
+    try:
+        return _optional_bytes_per_s(text, what)
+    except units.UnitError as err:
+        raise units.UnitError(f"{err} (or 'auto')") from None
 
 
 def _positive_float(text: str, what: str) -> float:
@@ -121,7 +131,7 @@ FIELDS: dict[str, tuple[str, Any]] = {
     "zero-rate": ("zero_rate_mib", _mib_rate),
     "max-bandwidth": ("max_bandwidth", _optional_bytes_per_s),
     "downtime-limit": ("downtime_limit_ms", _int_ms),
-    "switchover-bandwidth": ("switchover_bandwidth", _optional_bytes_per_s),
+    "switchover-bandwidth": ("switchover_bandwidth", _switchover),
     "timeout": ("timeout_s", _positive_float),
     "accel": ("accel", _choice(ACCEL_CHOICES)),
     "name": ("name", lambda t, w: str(t)),
@@ -135,6 +145,11 @@ def parse(values: dict[str, Any], base: Scenario | None = None) -> Scenario:
         if key not in FIELDS:
             raise ScenarioError(f"unknown scenario key {key!r}: accepted {', '.join(FIELDS)}")
         name, parser = FIELDS[key]
+        if key == "switchover-bandwidth":
+            fields["switchover_auto"] = str(text).strip().lower() == "auto"
+            if fields["switchover_auto"]:
+                fields["switchover_bandwidth"] = None
+                continue
         try:
             fields[name] = parser(str(text), f"--{key}")
         except ValueError as err:

@@ -7,6 +7,7 @@ QEMU process, socket or temp directory behind.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -18,6 +19,7 @@ from typing import Any
 from qemu.qmp import ExecuteError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
+from . import artifacts
 from .console import Console
 from .guest import Workload, kernel_command_line
 
@@ -39,6 +41,14 @@ class VMConfig:
     incoming: bool = False  # destination: wait for "migrate-incoming"
     netns: str | None = None  # run inside this network namespace
     extra_args: list[str] = field(default_factory=list)
+    firmware_dirs: list[Path] = field(default_factory=list)  # -L, searched first
+    env: dict[str, str] = field(default_factory=dict)  # added to QEMU's environment
+
+    @classmethod
+    def for_binary(cls, binary: Path, **kwargs: Any) -> VMConfig:
+        """A config with what @binary needs to run from the cache (firmware, modules)."""
+        firmware, env = artifacts.qemu_runtime(binary)
+        return cls(binary, firmware_dirs=firmware, env=env, **kwargs)
 
     def command(self, qmp_path: Path, console_path: Path) -> list[str]:
         if self.accel not in ACCELS:
@@ -52,6 +62,8 @@ class VMConfig:
             "-chardev", f"socket,id=qmp,path={qmp_path}",
             "-mon", "chardev=qmp,mode=control",
         ]
+        for directory in self.firmware_dirs:
+            cmd += ["-L", str(directory)]
         if self.accel == "kvm":
             cmd += ["-cpu", "host"]
         if self.kernel:
@@ -105,6 +117,7 @@ class VM:
                 err.flush()
                 self._process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
                                                  stdout=err, stderr=err,
+                                                 env={**os.environ, **self.config.env},
                                                  start_new_session=True)
             self._accept_qmp(timeout)
         except BaseException:

@@ -1,0 +1,147 @@
+"""Automatic switchover bandwidth from the kernel's TCP delivery-rate samples.
+
+The kernel samples each TCP connection's delivery rate and flags samples
+taken while the sender was application-limited. During a capped pre-copy
+they read about the link rate while QEMU's own estimate reads the cap. But
+single samples are wild: up to 25 times the link while the tbf bucket
+drains, down to a few Mbit/s after a pause (../shared/data). So:
+
+- app-limited samples are dropped: the sender did not fill the pipe then,
+  and here their median was 5-6 Gbit/s on 0.5-1 Gbit/s links (bursts);
+- the rest go through a sliding-window median (3 s): robust to both kinds
+  of outliers, whereas a maximum follows the bursts and a mean is dragged
+  by them;
+- nothing is declared before the window holds enough samples (10);
+- the declared value is the median times a safety margin (0.95), so never
+  above what was measured; with several connections (multifd) their
+  medians add up, as they share the link;
+- the parameter is only rewritten when the value moves by more than 5%.
+"""
+from __future__ import annotations
+
+import re
+import statistics
+import subprocess
+from collections import deque
+from dataclasses import dataclass, field
+
+WINDOW_S = 3.0
+MIN_SAMPLES = 10
+MARGIN = 0.95
+CHANGE_THRESHOLD = 0.05
+
+
+@dataclass(frozen=True)
+class TcpSample:
+    t_s: float
+    delivery_rate_bps: float
+    app_limited: bool
+    rtt_ms: float | None = None
+
+
+# A connection line: [State] Recv-Q Send-Q Local Peer [Process]; ss omits
+# the state column when filtering by state. Its TCP_INFO is the next line.
+_CONN = re.compile(r"^(?:[A-Z][A-Z0-9-]*\s+)?\d+\s+\d+\s+(\S+)\s+(\S+)")
+_RATE = re.compile(r"\bdelivery_rate (\d+(?:\.\d+)?)([KMG]?)bps\b")
+_RTT = re.compile(r"\brtt:(\d+(?:\.\d+)?)/")
+_SCALE = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}
+
+
+def parse_ss(text: str, t_s: float) -> dict[str, TcpSample]:
+    """Samples from `ss -tin` output, keyed by "local->peer" of each connection."""
+    out: dict[str, TcpSample] = {}
+    conn = None
+    for line in text.splitlines():
+        if m := _CONN.match(line):
+            conn = f"{m.group(1)}->{m.group(2)}"
+        elif conn and (rate := _RATE.search(line)):
+            rtt = _RTT.search(line)
+            out[conn] = TcpSample(t_s, float(rate.group(1)) * _SCALE[rate.group(2)],
+                                  " app_limited" in line,
+                                  float(rtt.group(1)) if rtt else None)
+            conn = None
+    return out
+
+
+class RateFilter:
+    """Sliding-window median of the samples that were not application-limited."""
+
+    def __init__(self, window_s: float = WINDOW_S, min_samples: int = MIN_SAMPLES) -> None:
+        self.window_s = window_s
+        self.min_samples = min_samples
+        self._samples: deque[TcpSample] = deque()
+
+    def add(self, sample: TcpSample) -> None:
+        if sample.app_limited or sample.delivery_rate_bps <= 0:
+            return
+        self._samples.append(sample)
+        while self._samples and sample.t_s - self._samples[0].t_s > self.window_s:
+            self._samples.popleft()
+
+    def estimate_bps(self) -> float | None:
+        if len(self._samples) < self.min_samples:
+            return None
+        return statistics.median(s.delivery_rate_bps for s in self._samples)
+
+
+@dataclass
+class Change:
+    t_s: float
+    bytes_per_s: int
+    reason: str
+
+
+@dataclass
+class Autotuner:
+    """Turns samples of one or more connections into avail-switchover-bandwidth values."""
+
+    margin: float = MARGIN
+    change_threshold: float = CHANGE_THRESHOLD
+    declared: int = 0  # bytes/s currently set; 0 = QEMU's own estimate
+    changes: list[Change] = field(default_factory=list)
+    _filters: dict[str, RateFilter] = field(default_factory=dict)
+
+    def add(self, samples: dict[str, TcpSample]) -> None:
+        for conn, sample in samples.items():
+            self._filters.setdefault(conn, RateFilter()).add(sample)
+
+    def measured_bps(self) -> float | None:
+        estimates = [e for f in self._filters.values() if (e := f.estimate_bps()) is not None]
+        return sum(estimates) if estimates else None
+
+    def decide(self, t_s: float) -> int | None:
+        """A new value to set (bytes/s), or None to leave the parameter as it is."""
+        measured = self.measured_bps()
+        if measured is None:
+            return None
+        target = int(measured * self.margin / 8)
+        if self.declared and abs(target - self.declared) <= self.change_threshold * self.declared:
+            return None
+        reason = (f"median delivery rate {measured / 1e6:.0f} Mbit/s over"
+                  f" {len(self._filters)} connection(s) x {self.margin}")
+        self.changes.append(Change(round(t_s, 3), target, reason))
+        self.declared = target
+        return target
+
+
+def read_ss(netns: str | None, port: int, t_s: float, pid: int | None = None
+            ) -> dict[str, TcpSample]:
+    """TCP_INFO of the established connections to @port (from `ss`, in @netns)."""
+    cmd = ["ss", "-tin" if pid is None else "-tinp", "state", "established",
+           "dport", "=", f":{port}"]
+    if netns:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    text = subprocess.run(cmd, capture_output=True, text=True).stdout
+    if pid is not None:
+        text = _only_pid(text, pid)
+    return parse_ss(text, t_s)
+
+
+def _only_pid(text: str, pid: int) -> str:
+    keep, lines = False, []
+    for line in text.splitlines():
+        if line and not line[0].isspace():
+            keep = f"pid={pid}," in line
+        if keep:
+            lines.append(line)
+    return "\n".join(lines)

@@ -1,0 +1,59 @@
+"""PNG plots of a Result (matplotlib, loaded only here): one figure per run.
+
+Panels: data still pending over time; QEMU's bandwidth estimate against the
+measured link rate and the declared switchover bandwidth; expected downtime
+against the limit.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .result import Result
+
+MIB = 1024 * 1024
+
+
+def plot_run(result: Result, path: Path, title: str = "") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    samples = [s for s in result.samples if s.status in ("active", "completed")]
+    t = [s.t_s for s in samples]
+    fig, (pending, bandwidth, downtime) = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
+    fig.suptitle(title or f"{result.qemu.split('/')[-2] if '/' in result.qemu else result.qemu}:"
+                 f" {result.status}")
+
+    pending.plot(t, [s.remaining_bytes / MIB for s in samples], color="tab:blue")
+    pending.set_ylabel("pending (MiB)")
+    pending.grid(alpha=0.3)
+
+    bandwidth.plot(t, [s.mbps for s in samples], label="QEMU's estimate", color="tab:red")
+    if result.link_rate_bps:
+        bandwidth.axhline(result.link_rate_bps / 1e6, label="link (measured)",
+                          color="tab:green", linestyle="--")
+    if result.switchover_bandwidth_bps:
+        bandwidth.axhline(result.switchover_bandwidth_bps / 1e6, label="declared switchover",
+                          color="tab:purple", linestyle=":")
+    bandwidth.set_ylabel("Mbit/s")
+    bandwidth.legend(loc="best", fontsize="small")
+    bandwidth.grid(alpha=0.3)
+
+    downtime.plot(t, [s.expected_downtime_ms for s in samples], label="expected downtime",
+                  color="tab:orange")
+    downtime.axhline(result.downtime_limit_ms, label="downtime limit", color="black",
+                     linestyle="--")
+    if result.downtime_ms is not None:
+        downtime.axhline(result.downtime_ms, label="actual downtime", color="tab:olive",
+                         linestyle=":")
+    downtime.set_ylabel("ms")
+    downtime.set_yscale("symlog", linthresh=100)
+    downtime.set_xlabel("seconds since the migration started")
+    downtime.legend(loc="best", fontsize="small")
+    downtime.grid(alpha=0.3)
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -1,0 +1,85 @@
+"""The automatic switchover bandwidth: parsing ss, and the filter on recorded series.
+
+data/ holds two real sample series of a migration connection (see
+data/README.md): TCP goodput on those links was 955 and about 480 Mbit/s.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from miglab.autotune import Autotuner, RateFilter, TcpSample, parse_ss
+
+DATA = Path(__file__).parent / "data"
+SERIES = {"tcpinfo-capped-1gbit.csv": 955e6, "tcpinfo-capped-500mbit.csv": 0.96 * 500e6}
+
+SS_OUTPUT = """\
+Recv-Q Send-Q Local Address:Port  Peer Address:PortProcess
+0      0          198.18.0.1:38270    198.18.0.2:4444 users:(("qemu-system-x86",pid=4242,fd=31))
+\t bbr wscale:10,10 rto:204 rtt:2.719/0.4 mss:1448 cwnd:286 delivery_rate 960331600bps busy:504ms
+0      4096       198.18.0.1:38272    198.18.0.2:4444 users:(("qemu-system-x86",pid=4242,fd=32))
+\t cubic rtt:3.1/0.2 delivery_rate 5.6Gbps app_limited busy:10ms
+"""
+
+
+def load(name: str) -> list[TcpSample]:
+    with open(DATA / name) as f:
+        return [TcpSample(float(r["t_s"]), float(r["delivery_rate_bps"]),
+                          r["app_limited"] == "1", float(r["rtt_ms"])) for r in csv.DictReader(f)]
+
+
+def test_parse_ss_reads_rate_app_limited_and_rtt() -> None:
+    samples = parse_ss(SS_OUTPUT, 1.0)
+    first = samples["198.18.0.1:38270->198.18.0.2:4444"]
+    assert (first.delivery_rate_bps, first.app_limited, first.rtt_ms) == (960331600, False, 2.719)
+    second = samples["198.18.0.1:38272->198.18.0.2:4444"]
+    assert (second.delivery_rate_bps, second.app_limited) == (5.6e9, True)
+
+
+@pytest.mark.parametrize("name,goodput", SERIES.items())
+def test_a_plain_maximum_is_wrong_on_the_recorded_series(name: str, goodput: float) -> None:
+    assert max(s.delivery_rate_bps for s in load(name)) > 10 * goodput
+
+
+@pytest.mark.parametrize("name,goodput", SERIES.items())
+def test_window_median_stays_near_the_link_once_filled(name: str, goodput: float) -> None:
+    f = RateFilter()
+    estimates = []
+    for s in load(name):
+        f.add(s)
+        if s.t_s >= 3.0:
+            estimates.append(f.estimate_bps())
+    assert estimates and None not in estimates
+    assert all(0.95 * goodput <= e <= 1.05 * goodput for e in estimates), (
+        min(estimates), max(estimates))
+
+
+def test_nothing_is_declared_before_the_window_has_enough_samples() -> None:
+    tuner = Autotuner()
+    for s in load("tcpinfo-capped-1gbit.csv")[:5]:
+        tuner.add({"c": s})
+        assert tuner.decide(s.t_s) is None
+
+
+@pytest.mark.parametrize("name,goodput", SERIES.items())
+def test_declared_value_is_within_15_percent_and_never_5_percent_above(
+        name: str, goodput: float) -> None:
+    tuner = Autotuner()
+    declared = []
+    for s in load(name):
+        tuner.add({"c": s})
+        if (value := tuner.decide(s.t_s)) is not None:
+            declared.append(value * 8)
+    assert declared, "never declared anything"
+    assert all(0.85 * goodput <= d <= 1.05 * goodput for d in declared), declared
+    # a steady link is declared once, not rewritten at every sample
+    assert len(tuner.changes) <= 3
+
+
+def test_connections_share_the_link_so_their_rates_add_up() -> None:
+    tuner = Autotuner()
+    for i in range(20):
+        tuner.add({"a": TcpSample(i * 0.1, 300e6, False), "b": TcpSample(i * 0.1, 200e6, False)})
+    assert tuner.measured_bps() == pytest.approx(500e6)
