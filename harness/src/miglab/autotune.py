@@ -22,7 +22,9 @@ from __future__ import annotations
 import re
 import statistics
 import subprocess
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 WINDOW_S = 3.0
@@ -109,6 +111,11 @@ class Autotuner:
         estimates = [e for f in self._filters.values() if (e := f.estimate_bps()) is not None]
         return sum(estimates) if estimates else None
 
+    def step(self, t_s: float, status: str, samples: dict[str, TcpSample]) -> int | None:
+        """Take one round of samples; a value to set while the migration is active."""
+        self.add(samples)
+        return self.decide(t_s) if status == "active" else None
+
     def decide(self, t_s: float) -> int | None:
         """A new value to set (bytes/s), or None to leave the parameter as it is."""
         measured = self.measured_bps()
@@ -124,11 +131,13 @@ class Autotuner:
         return target
 
 
-def read_ss(netns: str | None, port: int, t_s: float, pid: int | None = None
+def read_ss(netns: str | None, port: int | None, t_s: float, pid: int | None = None
             ) -> dict[str, TcpSample]:
-    """TCP_INFO of the established connections to @port (from `ss`, in @netns)."""
-    cmd = ["ss", "-tin" if pid is None else "-tinp", "state", "established",
-           "dport", "=", f":{port}"]
+    """TCP_INFO of the established connections to @port, or of process @pid,
+    or both (from `ss`, run in @netns)."""
+    cmd = ["ss", "-tin" if pid is None else "-tinp", "state", "established"]
+    if port:
+        cmd += ["dport", "=", f":{port}"]
     if netns:
         cmd = ["ip", "netns", "exec", netns, *cmd]
     text = subprocess.run(cmd, capture_output=True, text=True).stdout
@@ -145,3 +154,44 @@ def _only_pid(text: str, pid: int) -> str:
         if keep:
             lines.append(line)
     return "\n".join(lines)
+
+
+ACTIVE_STATES = {"setup", "active", "pre-switchover", "device"}
+PARAM = "avail-switchover-bandwidth"
+
+
+def find_qmp_owner(socket_path: str, netns: str | None = None) -> int | None:
+    """PID of the process listening on a unix socket (QEMU's QMP server).
+
+    ss lists the unix sockets of its own network namespace only."""
+    cmd = ["ss", "-xlpn"]
+    if netns:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if f" {socket_path} " in f"{line} " and (m := re.search(r"pid=(\d+),", line)):
+            return int(m.group(1))
+    return None
+
+
+def follow(command, read: Callable[[float], dict[str, TcpSample]], tuner: Autotuner,
+           log: Callable[[str], None], interval_s: float = 0.2, wait_s: float = 60.0) -> str:
+    """Tune the parameter of a running source QEMU for one migration.
+
+    @command runs a QMP command; @read returns the TCP samples of the migration
+    connection(s). Waits up to @wait_s for a migration to start, tunes while it
+    runs, and returns its final status. The caller restores the parameter.
+    """
+    started = time.monotonic()
+    seen_active = False
+    while True:
+        t = time.monotonic() - started
+        status = command("query-migrate").get("status", "none")
+        if status in ACTIVE_STATES:
+            seen_active = True
+            if (value := tuner.step(t, status, read(t))) is not None:
+                command("migrate-set-parameters", **{PARAM: value})
+                log(f"{t:7.1f}s set {PARAM} {value} B/s: {tuner.changes[-1].reason}")
+        elif seen_active or t > wait_s:
+            return status
+        time.sleep(interval_s)

@@ -8,6 +8,7 @@ Exit status: 0 when the migration completed with the destination intact,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -16,7 +17,9 @@ import tempfile
 from pathlib import Path
 from types import FrameType
 
-from . import artifacts, report, runner, scenario
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from . import artifacts, autotune, report, runner, scenario
 from .artifacts import MissingArtifact
 from .link import LinkError
 from .plot import plot_run
@@ -71,7 +74,56 @@ def _parser() -> argparse.ArgumentParser:
              " patched:link)")
     compare.add_argument("--out", type=Path, default=Path("miglab-results"),
                          help="directory for the JSON of every run, logs and table.md")
+    tune = sub.add_parser(
+        "autotune", help="set avail-switchover-bandwidth of a running source QEMU from the"
+                         " kernel's TCP samples of its migration connection(s)")
+    tune.add_argument("--qmp", required=True,
+                      help="QMP unix socket of the source QEMU (it must listen: server=on)")
+    tune.add_argument("--pid", type=int,
+                      help="QEMU's pid (default: the process listening on --qmp)")
+    tune.add_argument("--port", type=int,
+                      help="the destination's migration port (default: every connection"
+                           " of the QEMU process)")
+    tune.add_argument("--netns", help="network namespace of the source QEMU, if any")
+    tune.add_argument("--wait", type=float, default=60.0,
+                      help="seconds to wait for a migration to start (default 60)")
     return parser
+
+
+def cmd_autotune(args: argparse.Namespace) -> int:
+    pid = args.pid or autotune.find_qmp_owner(args.qmp, args.netns)
+    if args.port is None and pid is None:
+        print(f"miglab: error: --qmp {args.qmp}: no process listens there; give --pid or"
+              " --port", file=sys.stderr)
+        return 2
+    qmp = QEMUMonitorProtocol(args.qmp)
+    try:
+        qmp.connect()
+    except Exception as err:  # qemu.qmp raises several kinds here
+        print(f"miglab: error: --qmp {args.qmp}: {err}", file=sys.stderr)
+        return 2
+    with qmp:
+        original = qmp.cmd("query-migrate-parameters").get(autotune.PARAM)
+        if original is None:
+            print(f"miglab: error: this QEMU has no {autotune.PARAM} (it needs upstream 8.2+"
+                  " or our patched 7.2)", file=sys.stderr)
+            return 2
+        def read(t: float) -> dict[str, autotune.TcpSample]:
+            return autotune.read_ss(args.netns, args.port, t, pid)
+
+        def log(text: str) -> None:
+            print(f"miglab autotune: {text}", flush=True)
+
+        tuner = autotune.Autotuner()
+        log(f"attached to pid {pid}; {autotune.PARAM} was {original}")
+        try:
+            status = autotune.follow(qmp.cmd, read, tuner, log, wait_s=args.wait)
+        finally:
+            with contextlib.suppress(Exception):
+                qmp.cmd("migrate-set-parameters", **{autotune.PARAM: original})
+                log(f"{autotune.PARAM} restored to {original}")
+        log(f"migration {status}; {len(tuner.changes)} change(s)")
+        return 0 if status == "completed" else 1
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -199,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
     try:
-        return cmd_run(args) if args.command == "run" else cmd_compare(args)
+        commands = {"run": cmd_run, "compare": cmd_compare, "autotune": cmd_autotune}
+        return commands[args.command](args)
     except KeyboardInterrupt:
         print("\nmiglab: interrupted; everything it started has been removed",
               file=sys.stderr)

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import artifacts, migration
-from .autotune import Autotuner, read_ss
+from .autotune import PARAM, Autotuner, read_ss
 from .guest import READY, blackout_ms, read_console
 from .link import DST_ADDR, Link, LinkCheck
 from .migration import Outcome
@@ -30,7 +30,6 @@ READY_TIMEOUT_S = 120.0
 KVM_READY_TIMEOUT_S = 45.0  # a kernel that hangs under KVM (PVM hosts) is given up
 SETTLE_S = 3.0  # after the migration: room for the kernel to trip and a verify pass
 DOWNTIME_ALLOWANCE = 1.10  # the final device state rides on top of RAM
-PARAM = "avail-switchover-bandwidth"
 
 
 class RunError(RuntimeError):
@@ -241,8 +240,8 @@ def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
 def _autotuning(env: Lab, tuner: Autotuner, progress: Progress) -> Callable[[Sample], None]:
     """A sample hook that feeds the tuner from the migration socket and applies it."""
     def on_sample(sample: Sample) -> None:
-        tuner.add(read_ss(env.link.src_ns, MIGRATION_PORT, sample.t_s))
-        if sample.status == "active" and (value := tuner.decide(sample.t_s)) is not None:
+        samples = read_ss(env.link.src_ns, MIGRATION_PORT, sample.t_s)
+        if (value := tuner.step(sample.t_s, sample.status, samples)) is not None:
             env.src.command("migrate-set-parameters", **{PARAM: value})
             progress.stage(f"autotune: {PARAM} = {value} B/s ({tuner.changes[-1].reason})")
         progress.sample(sample)
