@@ -7,7 +7,8 @@ max-bandwidth, so after every pass the whole hot set is dirty again.
 - QEMU's own estimate is about the cap, so it predicts a downtime of
   hot / cap = 12.58 MB / 8 MB/s = 1573 ms: above both limits (300, 600 ms),
   so stock and patched-unset never switch over;
-- with the parameter = the link rate, the threshold is rate x limit,
+- with the parameter = the link rate (or "auto", which measures about 96%
+  of it and declares 95% of that), the threshold is rate x limit,
   at least 62.5 MB/s x 300 ms = 18.75 MB > 12.58 MB: it switches over, and
   sending the hot set at the link's real rate takes at most 12.58 MB / 60 MB/s
   = 210 ms, within both limits.
@@ -37,14 +38,29 @@ class CappedPrecopy(LabTest):
         values = {"qemu": self.params.get("qemu", default="patched"), "link-rate": link_rate,
                   "hot-set": "12M", "dirty-rate": "40M", "max-bandwidth": CAP_BYTES_PER_S,
                   "downtime-limit": limit_ms, "timeout": DEADLINE_S, "accel": "tcg"}
-        if declared == "link":
-            values["switchover-bandwidth"] = units.parse_bits_per_s(link_rate) // 8
+        if declared in ("link", "auto"):
+            values["switchover-bandwidth"] = (
+                units.parse_bits_per_s(link_rate) // 8 if declared == "link" else "auto")
             values["timeout"] = 60
         s = self.scenario(**values)
         estimated_ms = HOT_SET_BYTES / (CAP_BYTES_PER_S / 1000)
         result = self.run_scenario(s)
 
-        if s.switchover_bandwidth is None:
+        if s.switchover_auto:
+            link_bps = result.link_rate_bps
+            # auto declares the TCP delivery rate times 0.95 once it measured it:
+            # within 15% of the measured link and never more than 5% above it.
+            self.assertTrue(result.autotune, "autotune never declared a bandwidth")
+            for change in result.autotune:
+                self.assertGreaterEqual(change["bytes_per_s"] * 8, 0.85 * link_bps)
+                self.assertLessEqual(change["bytes_per_s"] * 8, 1.05 * link_bps)
+            # premise: even 85% of the link makes a threshold above the hot set
+            self.assertGreater(0.85 * link_bps / 8 * limit_ms / 1000, 1.1 * HOT_SET_BYTES)
+            self.assertEqual(result.status, "completed", result.reasons)
+            self.assertLessEqual(result.downtime_ms, 1.1 * limit_ms)
+            self.assertEqual(result.integrity, "ok")
+            self.assertEqual(result.destination_alive, True)
+        elif s.switchover_bandwidth is None:
             # The matrix's own premise: QEMU's prediction is above the limit.
             self.assertGreater(estimated_ms, 2 * limit_ms)
             self.assertEqual(result.status, "not-converged", result.reasons)

@@ -19,6 +19,7 @@ drains, down to a few Mbit/s after a pause (../shared/data). So:
 """
 from __future__ import annotations
 
+import csv
 import re
 import statistics
 import subprocess
@@ -26,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 WINDOW_S = 3.0
 MIN_SAMPLES = 10
@@ -101,11 +103,22 @@ class Autotuner:
     change_threshold: float = CHANGE_THRESHOLD
     declared: int = 0  # bytes/s currently set; 0 = QEMU's own estimate
     changes: list[Change] = field(default_factory=list)
+    history: list[tuple[str, TcpSample]] = field(default_factory=list)  # every sample seen
     _filters: dict[str, RateFilter] = field(default_factory=dict)
 
     def add(self, samples: dict[str, TcpSample]) -> None:
         for conn, sample in samples.items():
+            self.history.append((conn, sample))
             self._filters.setdefault(conn, RateFilter()).add(sample)
+
+    def write_csv(self, path: Path) -> None:
+        """The samples seen, in the columns of the recorded series in tests/unit/data."""
+        with open(path, "w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["t_s", "connection", "delivery_rate_bps", "app_limited", "rtt_ms"])
+            for conn, s in self.history:
+                out.writerow([f"{s.t_s:.3f}", conn, int(s.delivery_rate_bps),
+                              int(s.app_limited), "" if s.rtt_ms is None else s.rtt_ms])
 
     def measured_bps(self) -> float | None:
         estimates = [e for f in self._filters.values() if (e := f.estimate_bps()) is not None]

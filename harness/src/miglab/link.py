@@ -121,8 +121,10 @@ class Link:
     def _shape(self, ns: str, dev: str) -> None:
         c = self.config
         rate_bytes = c.rate_bps / 8
-        # Bucket of 10 ms at the rate, and never below one 64 KiB GSO packet.
-        burst = max(int(rate_bytes / 100), 65536)
+        # A bucket of 1 ms at the rate: a deeper one lets QEMU's rate-limited
+        # bursts (max-bandwidth / 10 every 100 ms) through at veth speed, so the
+        # link would not shape them. tbf splits GSO packets bigger than this.
+        burst = max(int(rate_bytes / 1000), 16384)
         tbf = ["tbf", "rate", f"{c.rate_bps}bit", "burst", str(burst), "latency", "50ms"]
         if not c.needs_netem:
             _run("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", *tbf)

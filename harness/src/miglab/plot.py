@@ -13,6 +13,15 @@ from .result import Result
 MIB = 1024 * 1024
 
 
+def _declared_at(result: Result, t_s: float) -> float:
+    """The automatic switchover bandwidth in force at @t_s, in bits/s (0 before any)."""
+    value = 0
+    for change in result.autotune:
+        if change["t_s"] <= t_s:
+            value = change["bytes_per_s"]
+    return value * 8
+
+
 def plot_run(result: Result, path: Path, title: str = "") -> Path:
     import matplotlib
 
@@ -33,7 +42,11 @@ def plot_run(result: Result, path: Path, title: str = "") -> Path:
     if result.link_rate_bps:
         bandwidth.axhline(result.link_rate_bps / 1e6, label="link (measured)",
                           color="tab:green", linestyle="--")
-    if result.switchover_bandwidth_bps:
+    if result.autotune:
+        declared = [_declared_at(result, x) / 1e6 for x in t]
+        bandwidth.step(t, declared, where="post", label="automatic switchover",
+                       color="tab:purple")
+    elif result.switchover_bandwidth_bps:
         bandwidth.axhline(result.switchover_bandwidth_bps / 1e6, label="declared switchover",
                           color="tab:purple", linestyle=":")
     bandwidth.set_ylabel("Mbit/s")

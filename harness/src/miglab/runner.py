@@ -28,7 +28,7 @@ from .vm import VM, VMConfig, VMError
 MIGRATION_PORT = 4444
 READY_TIMEOUT_S = 120.0
 KVM_READY_TIMEOUT_S = 45.0  # a kernel that hangs under KVM (PVM hosts) is given up
-SETTLE_S = 3.0  # after the migration: room for the kernel to trip and a verify pass
+SETTLE_S = 2.0  # after the migration: room for the kernel to trip and two verify passes
 DOWNTIME_ALLOWANCE = 1.10  # the final device state rides on top of RAM
 
 
@@ -49,15 +49,16 @@ class Progress:
 
 
 def _guest_config(s: Scenario, binary: Path, accel: str, netns: str,
-                  incoming: bool) -> VMConfig:
+                  incoming: bool, extra_args: list[str] | None = None) -> VMConfig:
     return VMConfig.for_binary(binary, memory_mib=s.memory_mib, accel=accel,
                                kernel=artifacts.kernel(), initramfs=artifacts.initramfs(),
-                               workload=s.workload(), incoming=incoming, netns=netns)
+                               workload=s.workload(), incoming=incoming, netns=netns,
+                               extra_args=list(extra_args or []))
 
 
 @contextlib.contextmanager
 def _booted_source(s: Scenario, binary: Path, link: Link, logs: Path,
-                   progress: Progress) -> Iterator[tuple[VM, str]]:
+                   progress: Progress, extra_args: list[str]) -> Iterator[tuple[VM, str]]:
     """The source guest, booted to its workload; yields it and the accelerator used.
 
     With accel "auto", KVM is used only if QEMU starts under it and the guest
@@ -69,7 +70,7 @@ def _booted_source(s: Scenario, binary: Path, link: Link, logs: Path,
     for accel in candidates:
         last = accel == candidates[-1]
         limit = READY_TIMEOUT_S if last else KVM_READY_TIMEOUT_S
-        vm = VM(_guest_config(s, binary, accel, link.src_ns, False), "src", logs)
+        vm = VM(_guest_config(s, binary, accel, link.src_ns, False, extra_args), "src", logs)
         progress.stage(f"booting the source guest ({accel})")
         try:
             vm.launch()
@@ -190,8 +191,11 @@ class Lab:
 
 @contextlib.contextmanager
 def lab(s: Scenario, logs: Path, progress: Progress | None = None,
-        on_link_measured: Callable[[float], None] | None = None) -> Iterator[Lab]:
-    """Everything a migration needs, torn down on the way out whatever happens."""
+        on_link_measured: Callable[[float], None] | None = None,
+        src_extra_args: list[str] | None = None) -> Iterator[Lab]:
+    """Everything a migration needs, torn down on the way out whatever happens.
+
+    @src_extra_args go to the source QEMU only (say, a QMP server for a tool)."""
     progress = progress or Progress.silent()
     binary = artifacts.qemu_binary(s.qemu)
     logs.mkdir(parents=True, exist_ok=True)
@@ -203,7 +207,8 @@ def lab(s: Scenario, logs: Path, progress: Progress | None = None,
         if not check.ok:
             raise RunError(f"{check.describe()}: outside 80-120% of the configured rate,"
                            " so results on it would not mean what they say")
-        with _booted_source(s, binary, link, logs, progress) as (src, accel):
+        with _booted_source(s, binary, link, logs, progress,
+                            list(src_extra_args or [])) as (src, accel):
             env = Lab(s, link, check, src, VM(_guest_config(s, binary, accel, link.dst_ns,
                                                             True), "dst", logs),
                       accel, binary, logs)
@@ -260,4 +265,5 @@ def run(s: Scenario, logs: Path, progress: Progress | None = None,
         if tuner:
             # leave the parameter as it was before the run
             env.src.command("migrate-set-parameters", **{PARAM: 0})
+            tuner.write_csv(logs / "tcpinfo.csv")
         return judge(env, outcome, progress, tuner)
