@@ -22,7 +22,7 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 from . import artifacts, autotune, report, runner, scenario
 from .artifacts import MissingArtifact
 from .link import LinkError
-from .plot import plot_run
+from .plot import plot_comparison, plot_run
 from .result import Result
 from .vm import ExecuteError, VMError
 
@@ -70,8 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--variant", action="append", metavar="QEMU:BANDWIDTH",
         help="a variant to run, e.g. stock:none, patched:125M, patched:link (the"
-             " configured link rate, in bytes/s); repeatable (default: stock:none patched:none"
-             " patched:link)")
+             " configured link rate, in bytes/s), upstream:auto; repeatable (default: stock,"
+             " then patched and upstream each with none, link and auto)")
     compare.add_argument("--out", type=Path, default=Path("miglab-results"),
                          help="directory for the JSON of every run, logs and table.md")
     tune = sub.add_parser(
@@ -139,7 +139,8 @@ def _scenario(args: argparse.Namespace, **extra: str) -> scenario.Scenario:
     return scenario.parse({k: v for k, v in given.items() if v is not None}, base)
 
 
-DEFAULT_VARIANTS = ["stock:none", "patched:none", "patched:link"]
+DEFAULT_VARIANTS = ["stock:none", "patched:none", "patched:link", "patched:auto",
+                    "upstream:none", "upstream:link", "upstream:auto"]
 
 
 def _variants(args: argparse.Namespace) -> list[scenario.Scenario]:
@@ -213,8 +214,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     live.stage("done")
     text = report.table(rows)
     (args.out / "table.md").write_text(text + "\n")
+    plot_comparison(rows, args.out / "comparison.png")
     print(text)
-    print(f"results: {args.out}/ (table.md; per run: JSON, PNG plot, logs)")
+    print(f"results: {args.out}/ (table.md, comparison.png; per run: JSON, PNG, logs)")
     return 0
 
 

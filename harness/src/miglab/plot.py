@@ -70,3 +70,34 @@ def plot_run(result: Result, path: Path, title: str = "") -> Path:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def plot_comparison(rows: list[tuple[str, Result]], path: Path) -> Path:
+    """All runs of a comparison on shared axes: pending data and expected downtime."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (pending, downtime) = plt.subplots(2, 1, figsize=(9, 8), sharex=True)
+    for name, result in rows:
+        samples = [s for s in result.samples if s.status in ("active", "completed")]
+        t = [s.t_s for s in samples]
+        label = f"{name}: {result.status}"
+        pending.plot(t, [s.remaining_bytes / MIB for s in samples], label=label)
+        downtime.plot(t, [max(s.expected_downtime_ms, 1) for s in samples], label=label)
+    limits = {r.downtime_limit_ms for _, r in rows}
+    for limit in limits:
+        downtime.axhline(limit, color="black", linestyle="--", label=f"limit {limit} ms")
+    pending.set_ylabel("pending (MiB)")
+    pending.legend(fontsize="small")
+    pending.grid(alpha=0.3)
+    downtime.set_ylabel("expected downtime (ms)")
+    downtime.set_yscale("log")
+    downtime.set_xlabel("seconds since the migration started")
+    downtime.legend(fontsize="small")
+    downtime.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
