@@ -1,6 +1,9 @@
 """The shaped link: made, measured and removed for real, with tc in namespaces."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from conftest import miglab_namespaces
 
@@ -37,3 +40,15 @@ def test_delay_needs_netem_and_says_so_when_missing() -> None:
     except LinkError as err:
         assert "netem" in str(err) and "only a rate work" in str(err)
     assert miglab_namespaces() == before
+
+
+def test_namespaces_of_a_killed_run_are_reaped_by_the_next() -> None:
+    # A process that makes a link and dies by SIGKILL: no cleanup runs.
+    code = ("import os, signal; from miglab.link import Link, LinkConfig;"
+            " link = Link(LinkConfig(10**8)); link.setup(); print(link.src_ns, flush=True);"
+            " os.kill(os.getpid(), signal.SIGKILL)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    orphan = proc.stdout.split()[0]
+    assert orphan in miglab_namespaces()
+    with Link(LinkConfig(10**8)):
+        assert orphan not in miglab_namespaces()

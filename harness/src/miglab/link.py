@@ -7,8 +7,11 @@ of a killed run never collide.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -86,6 +89,29 @@ def existing_namespaces() -> list[str]:
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
+def _alive(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}")
+
+
+def reap_stale() -> list[str]:
+    """Remove what runs killed outright (SIGKILL) left: their namespaces and the
+    QEMUs inside. Names carry the creating process's pid, so a namespace whose
+    creator is gone belongs to nobody."""
+    reaped = []
+    for ns in existing_namespaces():
+        m = re.match(rf"{NETNS_PREFIX}(\d+)-", ns)
+        if not m or _alive(int(m.group(1))):
+            continue
+        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
+                              text=True).stdout.split()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        reaped.append(ns)
+    return reaped
+
+
 class Link:
     def __init__(self, config: LinkConfig) -> None:
         self.config = config
@@ -100,6 +126,7 @@ class Link:
 
     # -- lifecycle -------------------------------------------------------
     def setup(self) -> None:
+        reap_stale()
         try:
             for ns in (self.src_ns, self.dst_ns):
                 _run("ip", "netns", "add", ns)

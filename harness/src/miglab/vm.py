@@ -26,6 +26,17 @@ from .guest import Workload, kernel_command_line
 ACCELS = ("tcg", "kvm")
 
 
+TMP_PREFIX = "miglab-"
+
+
+def _reap_stale_tmpdirs() -> None:
+    """Private directories of VMs whose process was killed outright (pid in the name)."""
+    for path in Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}*-*-*"):
+        pid = path.name[len(TMP_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 class VMError(RuntimeError):
     """QEMU did not start, or died; carries the tail of its stderr."""
 
@@ -99,8 +110,9 @@ class VM:
     def launch(self, timeout: float = 30.0) -> None:
         if self._process is not None:
             raise VMError(f"{self.name}: already launched")  # would orphan the first QEMU
+        _reap_stale_tmpdirs()
         # mkdtemp makes the directory mode 0700: the QMP socket is private.
-        self._tmpdir = Path(tempfile.mkdtemp(prefix=f"miglab-{self.name}-"))
+        self._tmpdir = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-{self.name}-"))
         logs = self._log_dir or self._tmpdir
         logs.mkdir(parents=True, exist_ok=True)
         self.stderr_path = logs / f"{self.name}-qemu.log"
