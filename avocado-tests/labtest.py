@@ -9,31 +9,14 @@ no QEMU process, no private temp directory.
 from __future__ import annotations
 
 import fcntl
-import glob
-import subprocess
 import time
 from pathlib import Path
 
 from avocado import Test
 
-from miglab import artifacts, migration, runner, scenario
+from miglab import artifacts, leftovers, migration, runner, scenario
 from miglab.migration import Outcome
 from miglab.result import Result
-
-
-def _qemu_pids() -> set[int]:
-    out = subprocess.run(["pgrep", "-f", "qemu-system-x86_64"], capture_output=True, text=True)
-    return {int(p) for p in out.stdout.split()}
-
-
-def _namespaces() -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return {line.split()[0] for line in out.splitlines() if line.startswith("miglab-")}
-
-
-def _tmpdirs() -> set[str]:
-    return set(glob.glob("/tmp/miglab-*"))
-
 
 # Lab tests measure time and bandwidth on a 2-core machine and check for
 # leftovers: they must not overlap, even when avocado runs tasks in parallel.
@@ -44,19 +27,13 @@ class LabTest(Test):
     def setUp(self) -> None:
         self._lock = open(LOCK_PATH, "w")  # noqa: SIM115 (held until tearDown)
         fcntl.flock(self._lock, fcntl.LOCK_EX)
-        self._before = (_namespaces(), _qemu_pids(), _tmpdirs())
+        self._before = leftovers.snapshot()
         for choice in ("stock", "patched"):
             artifacts.qemu_binary(choice)  # a missing build is an error, not a skip
         self.logs = Path(self.outputdir)
 
     def tearDown(self) -> None:
-        ns, pids, tmps = self._before
-        left = {
-            "network namespaces": _namespaces() - ns,
-            "QEMU processes": _qemu_pids() - pids,
-            "temp directories": _tmpdirs() - tmps,
-        }
-        left = {what: items for what, items in left.items() if items}
+        left = leftovers.snapshot().new_since(self._before)
         self._lock.close()  # releases the lab for the next test
         if left:
             self.fail(f"left behind: {left}")

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
+
+from miglab import leftovers
 
 
 @pytest.fixture(autouse=True)
@@ -14,10 +15,8 @@ def needs_root() -> None:
 
 
 def qemu_pids() -> set[int]:
-    out = subprocess.run(["pgrep", "-f", "qemu-system-x86_64"], capture_output=True, text=True)
-    return {int(p) for p in out.stdout.split()}
+    return set(leftovers.snapshot().qemu_pids)
 
 
 def miglab_namespaces() -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return {line.split()[0] for line in out.splitlines() if line.startswith("miglab-")}
+    return set(leftovers.snapshot().namespaces)

@@ -93,21 +93,17 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_autotune(args: argparse.Namespace) -> int:
     pid = args.pid or autotune.find_qmp_owner(args.qmp, args.netns)
     if args.port is None and pid is None:
-        print(f"miglab: error: --qmp {args.qmp}: no process listens there; give --pid or"
-              " --port", file=sys.stderr)
-        return 2
+        raise UsageError(f"--qmp {args.qmp}: no process listens there; give --pid or --port")
     qmp = QEMUMonitorProtocol(args.qmp)
     try:
         qmp.connect()
     except Exception as err:  # qemu.qmp raises several kinds here
-        print(f"miglab: error: --qmp {args.qmp}: {err}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--qmp {args.qmp}: {err}") from None
     with qmp:
         original = qmp.cmd("query-migrate-parameters").get(autotune.PARAM)
         if original is None:
-            print(f"miglab: error: this QEMU has no {autotune.PARAM} (it needs upstream 8.2+"
-                  " or our patched 7.2)", file=sys.stderr)
-            return 2
+            raise UsageError(f"this QEMU has no {autotune.PARAM} (it needs upstream 8.2+"
+                             " or our patched 7.2)")
         def read(t: float) -> dict[str, autotune.TcpSample]:
             return autotune.read_ss(args.netns, args.port, t, pid)
 
@@ -163,12 +159,15 @@ def _variants(args: argparse.Namespace) -> list[scenario.Scenario]:
     return out
 
 
-def _preflight() -> str | None:
+class UsageError(Exception):
+    """Bad arguments, or a machine the lab cannot run on: exit 2, start nothing."""
+
+
+def _preflight() -> None:
     if shutil.which("ip") is None:
-        return "needs iproute2's 'ip' and 'tc'"
+        raise UsageError("needs iproute2's 'ip' and 'tc'")
     if os.geteuid() != 0:
-        return "needs root (it creates network namespaces)"
-    return None
+        raise UsageError("needs root (it creates network namespaces)")
 
 
 def _passed(result: Result) -> bool:
@@ -191,14 +190,8 @@ def _run_one(s: scenario.Scenario, logs: Path, live: report.LiveProgress) -> Res
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    try:
-        variants = _variants(args)
-    except scenario.ScenarioError as err:
-        print(f"miglab: error: {err}", file=sys.stderr)
-        return 2
-    if problem := _preflight():
-        print(f"miglab: error: {problem}", file=sys.stderr)
-        return 2
+    variants = _variants(args)
+    _preflight()
     args.out.mkdir(parents=True, exist_ok=True)
     live = report.LiveProgress()
     rows: list[tuple[str, Result]] = []
@@ -221,14 +214,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    try:
-        s = _scenario(args)
-    except scenario.ScenarioError as err:
-        print(f"miglab: error: {err}", file=sys.stderr)
-        return 2
-    if problem := _preflight():
-        print(f"miglab: error: {problem}", file=sys.stderr)
-        return 2
+    s = _scenario(args)
+    _preflight()
 
     logs = args.logs or (args.json.with_name(args.json.stem + "-logs") if args.json else None)
     tmp = None if logs else tempfile.mkdtemp(prefix="miglab-logs-")
@@ -255,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {"run": cmd_run, "compare": cmd_compare, "autotune": cmd_autotune}
         return commands[args.command](args)
+    except (UsageError, scenario.ScenarioError) as err:
+        print(f"miglab: error: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\nmiglab: interrupted; everything it started has been removed",
               file=sys.stderr)
