@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from miglab.autotune import Autotuner, RateFilter, TcpSample, parse_ss
+from miglab.autotune import PARAM, Autotuner, RateFilter, TcpSample, follow, parse_ss
 
 DATA = Path(__file__).parent / "data"
 SERIES = {"tcpinfo-capped-1gbit.csv": 955e6, "tcpinfo-capped-500mbit.csv": 0.96 * 500e6,
@@ -95,3 +95,30 @@ def test_connections_share_the_link_so_their_rates_add_up() -> None:
     for i in range(20):
         tuner.add({"a": TcpSample(i * 0.1, 300e6, False), "b": TcpSample(i * 0.1, 200e6, False)})
     assert tuner.measured_bps() == pytest.approx(500e6)
+
+
+def test_follow_tunes_only_while_active_and_returns_the_final_status() -> None:
+    # A scripted QEMU: no migration yet, then active for a while, then completed.
+    statuses = iter(["none"] * 3 + ["active"] * 25 + ["completed"])
+    calls: list[tuple[str, dict]] = []
+
+    def command(name: str, **args: object) -> dict:
+        calls.append((name, args))
+        return {"status": next(statuses)} if name == "query-migrate" else {}
+
+    def read(t: float) -> dict[str, TcpSample]:
+        return {"c": TcpSample(t, 900e6, False)}
+
+    log: list[str] = []
+    status = follow(command, read, Autotuner(), log.append, interval_s=0.02, wait_s=5,
+                    sample_interval_s=0.005)
+    sets = [args for name, args in calls if name == "migrate-set-parameters"]
+    assert status == "completed"
+    assert sets and all(a[PARAM] == int(900e6 * 0.95 / 8) for a in sets)
+    assert len(sets) == len(log) == 1
+
+
+def test_follow_gives_up_when_no_migration_starts() -> None:
+    status = follow(lambda name, **a: {"status": "none"}, lambda t: {}, Autotuner(),
+                    lambda text: None, interval_s=0.01, wait_s=0.05)
+    assert status == "none"

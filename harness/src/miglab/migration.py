@@ -7,6 +7,7 @@ owns the guests.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -105,10 +106,15 @@ def cancel(src: VM, timeout_s: float = 30.0) -> str:
 
 
 def run(src: VM, dst: VM, settings: MigrationSettings, uri: str, deadline_s: float,
-        on_sample: Callable[[Sample], None] | None = None) -> Outcome:
+        on_sample: Callable[[Sample], None] | None = None,
+        during: Callable[[float], contextlib.AbstractContextManager[object]] | None = None
+        ) -> Outcome:
+    """@during(started), if given, is entered once the migration started and
+    left when it ended (say, a thread that watches the connection)."""
     configure(src, dst, settings)
     started = start(src, dst, uri)
-    samples, info = monitor(src, started, deadline_s, on_sample)
+    with during(started) if during else contextlib.nullcontext():
+        samples, info = monitor(src, started, deadline_s, on_sample)
     outcome = decide(samples, info, time.monotonic(), started)
     if outcome.status == "not-converged":
         cancel(src)

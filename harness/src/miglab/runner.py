@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import artifacts, migration
-from .autotune import PARAM, Autotuner, read_ss
+from .autotune import PARAM, Autotuner, Sampler, read_ss
 from .guest import READY, blackout_ms, read_console
 from .link import DST_ADDR, Link, LinkCheck
 from .migration import Outcome
@@ -243,14 +243,20 @@ def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
 
 
 def _autotuning(env: Lab, tuner: Autotuner, progress: Progress) -> Callable[[Sample], None]:
-    """A sample hook that feeds the tuner from the migration socket and applies it."""
+    """A sample hook that applies what the tuner decides while the migration is active."""
     def on_sample(sample: Sample) -> None:
-        samples = read_ss(env.link.src_ns, MIGRATION_PORT, sample.t_s)
-        if (value := tuner.step(sample.t_s, sample.status, samples)) is not None:
+        if sample.status == "active" and (value := tuner.decide(sample.t_s)) is not None:
             env.src.command("migrate-set-parameters", **{PARAM: value})
             progress.stage(f"autotune: {PARAM} = {value} B/s ({tuner.changes[-1].reason})")
         progress.sample(sample)
     return on_sample
+
+
+def _sampling(env: Lab, tuner: Autotuner) -> Callable[[float], Sampler]:
+    """Starts, with the migration, a thread feeding the tuner from the migration socket."""
+    def sampler(started: float) -> Sampler:
+        return Sampler(tuner, lambda t: read_ss(env.link.src_ns, MIGRATION_PORT, t), started)
+    return sampler
 
 
 def run(s: Scenario, logs: Path, progress: Progress | None = None,
@@ -260,8 +266,10 @@ def run(s: Scenario, logs: Path, progress: Progress | None = None,
     with lab(s, logs, progress, on_link_measured) as env:
         progress.stage("migrating")
         tuner = Autotuner() if s.switchover_auto else None
-        hook = _autotuning(env, tuner, progress) if tuner else progress.sample
-        outcome = migration.run(env.src, env.dst, s.migration(), env.uri, s.timeout_s, hook)
+        outcome = migration.run(
+            env.src, env.dst, s.migration(), env.uri, s.timeout_s,
+            _autotuning(env, tuner, progress) if tuner else progress.sample,
+            during=_sampling(env, tuner) if tuner else None)
         if tuner:
             # leave the parameter as it was before the run
             env.src.command("migrate-set-parameters", **{PARAM: 0})
