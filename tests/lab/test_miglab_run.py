@@ -38,6 +38,17 @@ def test_patched_with_the_link_rate_declared_completes_within_the_limit(tmp_path
     assert result["samples"] and rc == 0
 
 
+def test_each_side_can_run_its_own_build(tmp_path: Path) -> None:
+    # patched source (it tracks TCG writes and knows the parameter) to a stock
+    # destination: the same 7.2 migration stream.
+    rc, result = miglab_run(tmp_path, "--qemu", "patched", "--dst-qemu", "stock",
+                            "--switchover-bandwidth", "125M", "--hot-set", "12M")
+    assert result["qemu"].endswith("patched-build/qemu-system-x86_64 -> "
+                                   + result["qemu"].split(" -> ")[1])
+    assert "stock-build" in result["qemu"].split(" -> ")[1]
+    assert result["status"] == "completed" and result["integrity"] == "ok", result["reasons"]
+
+
 def test_stock_keeps_iterating_and_the_source_survives(tmp_path: Path) -> None:
     rc, result = miglab_run(tmp_path, "--qemu", "stock", "--timeout", "25")
     assert result["status"] == "not-converged"

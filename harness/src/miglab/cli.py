@@ -30,6 +30,7 @@ SCENARIO_OPTIONS = {
     "qemu": "stock, patched (Debian 12's 7.2 without/with our patches), upstream"
             " (QEMU 10.0 from bookworm-backports) or a path to qemu-system-x86_64"
             " (default patched)",
+    "dst-qemu": "the destination's QEMU, when it differs from --qemu (same choices)",
     "link-rate": "rate of the link, both ways, e.g. 1gbit, 500mbit (default 1gbit)",
     "link-delay": "one-way delay on each end, e.g. 5ms (needs netem)",
     "link-jitter": "delay jitter, e.g. 1ms (needs netem and --link-delay)",
@@ -65,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         "compare", help="run one scenario on several QEMU variants, side by side")
     compare.add_argument("--scenario", type=Path, help="YAML file with the options below as keys")
     for option, text in SCENARIO_OPTIONS.items():
-        if option not in ("qemu", "switchover-bandwidth", "name"):
+        if option not in ("qemu", "dst-qemu", "switchover-bandwidth", "name"):
             compare.add_argument(f"--{option}", help=text)
     compare.add_argument(
         "--variant", action="append", metavar="QEMU:BANDWIDTH",

@@ -176,14 +176,15 @@ class Lab:
     src: VM
     dst: VM
     accel: str
-    binary: Path
+    binary: Path  # the source's
+    dst_binary: Path
     logs: Path
     uri: str = f"tcp:{DST_ADDR}:{MIGRATION_PORT}"
 
     def new_destination(self) -> VM:
         """A fresh destination (after one died or failed), launched; the caller owns it."""
         self.dst.shutdown()
-        self.dst = VM(_guest_config(self.scenario, self.binary, self.accel,
+        self.dst = VM(_guest_config(self.scenario, self.dst_binary, self.accel,
                                     self.link.dst_ns, True), "dst-retry", self.logs)
         self.dst.launch()
         return self.dst
@@ -198,6 +199,7 @@ def lab(s: Scenario, logs: Path, progress: Progress | None = None,
     @src_extra_args go to the source QEMU only (say, a QMP server for a tool)."""
     progress = progress or Progress.silent()
     binary = artifacts.qemu_binary(s.qemu)
+    dst_binary = artifacts.qemu_binary(s.dst_qemu or s.qemu)
     logs.mkdir(parents=True, exist_ok=True)
     with Link(s.link()) as link:
         progress.stage(f"link {link.src_ns} <-> {link.dst_ns}")
@@ -209,14 +211,19 @@ def lab(s: Scenario, logs: Path, progress: Progress | None = None,
                            " so results on it would not mean what they say")
         with _booted_source(s, binary, link, logs, progress,
                             list(src_extra_args or [])) as (src, accel):
-            env = Lab(s, link, check, src, VM(_guest_config(s, binary, accel, link.dst_ns,
-                                                            True), "dst", logs),
-                      accel, binary, logs)
+            dst = VM(_guest_config(s, dst_binary, accel, link.dst_ns, True), "dst", logs)
+            env = Lab(s, link, check, src, dst, accel, binary, dst_binary, logs)
             try:
                 env.dst.launch()
                 yield env
             finally:
                 env.dst.shutdown()
+
+
+def _qemu_label(env: Lab) -> str:
+    if env.dst_binary == env.binary:
+        return str(env.binary)
+    return f"{env.binary} -> {env.dst_binary}"
 
 
 def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
@@ -237,7 +244,7 @@ def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
         switchover_bandwidth_bps=(declared or 0) * 8, avail_switchover_bandwidth=declared,
         autotune=[asdict(c) for c in tuner.changes] if tuner else [],
         destination_alive=guests.destination_alive, source_alive=guests.source_alive,
-        error=outcome.error, qemu=str(env.binary), accel=env.accel, scenario=s.to_dict(),
+        error=outcome.error, qemu=_qemu_label(env), accel=env.accel, scenario=s.to_dict(),
         reasons=_verdict_reasons(s, outcome, env.check, estimate, declared),
         samples=outcome.samples)
 

@@ -27,7 +27,8 @@ class ScenarioError(ValueError):
 
 @dataclass(frozen=True)
 class Scenario:
-    qemu: str = "patched"  # stock, patched, or a path to a binary
+    qemu: str = "patched"  # stock, patched, upstream, or a path to a binary
+    dst_qemu: str = ""  # the destination's, when it differs from the source's
     link_rate_bps: int = 1_000_000_000
     link_delay_ms: float = 0.0
     link_jitter_ms: float = 0.0
@@ -120,6 +121,7 @@ def _choice(choices: tuple[str, ...]):
 
 FIELDS: dict[str, tuple[str, Any]] = {
     "qemu": ("qemu", lambda t, w: str(t)),
+    "dst-qemu": ("dst_qemu", lambda t, w: str(t)),
     "link-rate": ("link_rate_bps", units.parse_bits_per_s),
     "link-delay": ("link_delay_ms", units.parse_ms),
     "link-jitter": ("link_jitter_ms", units.parse_ms),
