@@ -43,9 +43,8 @@ def test_each_side_can_run_its_own_build(tmp_path: Path) -> None:
     # destination: the same 7.2 migration stream.
     rc, result = miglab_run(tmp_path, "--qemu", "patched", "--dst-qemu", "stock",
                             "--switchover-bandwidth", "125M", "--hot-set", "12M")
-    assert result["qemu"].endswith("patched-build/qemu-system-x86_64 -> "
-                                   + result["qemu"].split(" -> ")[1])
-    assert "stock-build" in result["qemu"].split(" -> ")[1]
+    src, dst = result["qemu"].split(" -> ")
+    assert "patched-build" in src and "stock-build" in dst
     assert result["status"] == "completed" and result["integrity"] == "ok", result["reasons"]
 
 
