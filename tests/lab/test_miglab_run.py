@@ -49,7 +49,7 @@ def test_each_side_can_run_its_own_build(tmp_path: Path) -> None:
 
 
 def test_stock_keeps_iterating_and_the_source_survives(tmp_path: Path) -> None:
-    rc, result = miglab_run(tmp_path, "--qemu", "stock", "--timeout", "25")
+    rc, result = miglab_run(tmp_path, "--qemu", "stock", "--timeout", "20")
     assert result["status"] == "not-converged"
     assert result["source_alive"] is True and result["integrity"] == "ok"
     # QEMU's estimate is about the 64 Mbit/s cap, far below the link.
