@@ -136,8 +136,8 @@ def _verdict_reasons(s: Scenario, outcome: Outcome, check: LinkCheck,
 @dataclass
 class GuestVerdict:
     integrity: str
-    destination_alive: bool
-    source_alive: bool
+    destination_alive: bool | None
+    source_alive: bool | None
     blackout_ms: float | None
 
 
@@ -161,9 +161,10 @@ def _check_guests(outcome: Outcome, src: VM, dst: VM) -> GuestVerdict:
         integrity = "corrupt"
     else:
         integrity = "not-checked"
+    # The guest that should run on is judged; the other side is not applicable.
     if outcome.status == "completed":
-        return GuestVerdict(integrity, alive, src.running, blackout)
-    return GuestVerdict(integrity, dst.running, alive, blackout)
+        return GuestVerdict(integrity, alive, None, blackout)
+    return GuestVerdict(integrity, None, alive, blackout)
 
 
 @dataclass
