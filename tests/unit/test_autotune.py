@@ -1,7 +1,7 @@
 """The automatic switchover bandwidth: parsing ss, and the filter on recorded series.
 
-data/ holds three real sample series of a migration connection (see
-data/README.md): TCP goodput on those links was 955, about 480 and 478 Mbit/s.
+data/ holds six real sample series of a migration connection, with the TCP
+goodput of their links (see data/README.md).
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from miglab.autotune import PARAM, Autotuner, RateFilter, TcpSample, follow, par
 
 DATA = Path(__file__).parent / "data"
 SERIES = {"tcpinfo-capped-1gbit.csv": 955e6, "tcpinfo-capped-500mbit.csv": 0.96 * 500e6,
-          "tcpinfo-miglab-500mbit.csv": 478e6}
+          "tcpinfo-miglab-500mbit.csv": 478e6, "tcpinfo-miglab-500mbit-b.csv": 478e6,
+          "tcpinfo-miglab-500mbit-c.csv": 478e6, "tcpinfo-miglab-2gbit.csv": 1912e6}
 
 SS_OUTPUT = """\
 Recv-Q Send-Q Local Address:Port  Peer Address:PortProcess
@@ -42,7 +43,7 @@ def test_parse_ss_reads_rate_app_limited_and_rtt() -> None:
 
 @pytest.mark.parametrize("name,goodput", SERIES.items())
 def test_a_plain_maximum_is_wrong_on_the_recorded_series(name: str, goodput: float) -> None:
-    assert max(s.delivery_rate_bps for s in load(name)) > 10 * goodput
+    assert max(s.delivery_rate_bps for s in load(name)) > 3 * goodput
 
 
 @pytest.mark.parametrize("name,goodput", SERIES.items())
@@ -51,10 +52,10 @@ def test_filter_stays_near_the_link_once_filled(name: str, goodput: float) -> No
     estimates = []
     for s in load(name):
         f.add(s)
-        if s.t_s >= 3.0:
-            estimates.append(f.estimate_bps())
-    assert estimates and None not in estimates
-    assert all(0.97 * goodput <= e <= 1.08 * goodput for e in estimates), (
+        if (e := f.estimate_bps()) is not None:
+            estimates.append(e)
+    assert len(estimates) > 10, "the filter hardly ever had an estimate"
+    assert all(0.97 * goodput <= e <= 1.05 * goodput for e in estimates), (
         min(estimates) / goodput, max(estimates) / goodput)
 
 
