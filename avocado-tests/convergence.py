@@ -8,7 +8,7 @@ max-bandwidth, so after every pass the whole hot set is dirty again.
   hot / cap = 12.58 MB / 8 MB/s = 1573 ms: above both limits (300, 600 ms),
   so stock and patched-unset never switch over;
 - with the parameter = the link rate (or "auto", which measures about 96%
-  of it and declares 95% of that), the threshold is rate x limit,
+  of it and declares 92% of that), the threshold is rate x limit,
   at least 62.5 MB/s x 300 ms = 18.75 MB > 12.58 MB: it switches over, and
   sending the hot set at the link's real rate takes at most 12.58 MB / 60 MB/s
   = 210 ms, within both limits.
@@ -48,7 +48,7 @@ class CappedPrecopy(LabTest):
 
         if s.switchover_auto:
             link_bps = result.link_rate_bps
-            # auto declares the TCP delivery rate times 0.95 once it measured it:
+            # auto declares the TCP delivery rate times 0.92 once it measured it:
             # within 15% of the measured link and never more than 5% above it.
             self.assertTrue(result.autotune, "autotune never declared a bandwidth")
             for change in result.autotune:

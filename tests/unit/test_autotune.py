@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from miglab.autotune import PARAM, Autotuner, RateFilter, TcpSample, follow, parse_ss
+from miglab.autotune import MARGIN, PARAM, Autotuner, RateFilter, TcpSample, follow, parse_ss
 
 DATA = Path(__file__).parent / "data"
 SERIES = {"tcpinfo-capped-1gbit.csv": 955e6, "tcpinfo-capped-500mbit.csv": 0.96 * 500e6,
@@ -119,7 +119,7 @@ def test_follow_tunes_only_while_active_and_returns_the_final_status() -> None:
                     sample_interval_s=0.005)
     sets = [args for name, args in calls if name == "migrate-set-parameters"]
     assert status == "completed"
-    assert sets and all(a[PARAM] == int(900e6 * 0.95 / 8) for a in sets)
+    assert sets and all(a[PARAM] == int(900e6 * MARGIN / 8) for a in sets)
     assert len(sets) == len(log) == 1
 
 

@@ -23,13 +23,15 @@ drains, down to a few Mbit/s after a pause (../shared/data). So:
   and ramp-ups are slower. The estimate is the fastest rate that at least
   6 samples of the last 3 s agree on within +-3% (the median of those);
 - nothing is declared before the window holds enough samples (10);
-- the declared value is that estimate times a safety margin (0.95); with
+- the declared value is that estimate times a safety margin (0.92: at
+  2 Gbit/s the samples agreed on up to 10% above the goodput a link check
+  measured, and 0.95 then declared 5.1% above it); with
   several connections (multifd) their estimates add up, as they share the
   link;
 - the parameter is only rewritten when the value moves by more than 5%.
 
 On the seven recorded series in tests/unit/data (two from the design
-brief, five recorded by miglab) this declares 94-105% of the link's TCP
+brief, five recorded by miglab) this declares 91-102% of the link's TCP
 goodput as the run's own link check measured it, at every point where it
 declares anything.
 """
@@ -50,7 +52,7 @@ WINDOW_S = 3.0
 MIN_SAMPLES = 10
 AGREEMENT = 0.03  # samples within +-3% of one another read the same rate
 MIN_AGREEING = 6
-MARGIN = 0.95
+MARGIN = 0.92
 CHANGE_THRESHOLD = 0.05
 
 
