@@ -174,7 +174,7 @@ def _preflight() -> None:
 def _passed(result: Result) -> bool:
     return (result.status == "completed" and result.integrity == "ok"
             and result.downtime_ms is not None
-            and result.downtime_ms <= result.downtime_limit_ms * runner.DOWNTIME_ALLOWANCE)
+            and runner.within_limit(result.downtime_ms, result.downtime_limit_ms))
 
 
 def _run_one(s: scenario.Scenario, logs: Path, live: report.LiveProgress) -> Result | None:

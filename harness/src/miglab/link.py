@@ -14,7 +14,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 
 from .units import human_bits
@@ -216,11 +215,3 @@ class Link:
             raise
         return LinkCheck(self.config.rate_bps, int(total) * 8 / float(elapsed))
 
-
-def wait_gone(names: list[str], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not set(names) & set(existing_namespaces()):
-            return True
-        time.sleep(0.1)
-    return False

@@ -32,6 +32,10 @@ SETTLE_S = 2.0  # after the migration: room for the kernel to trip and two verif
 DOWNTIME_ALLOWANCE = 1.10  # the final device state rides on top of RAM
 
 
+def within_limit(downtime_ms: int, limit_ms: int) -> bool:
+    return downtime_ms <= limit_ms * DOWNTIME_ALLOWANCE
+
+
 class RunError(RuntimeError):
     """The run could not be made (link or guest); nothing was migrated."""
 
@@ -122,7 +126,7 @@ def _verdict_reasons(s: Scenario, outcome: Outcome, check: LinkCheck,
         reasons.append(f"still iterating after {s.timeout_s:.0f}s: expected downtime"
                        f" {last.expected_downtime_ms} ms > limit {s.downtime_limit_ms} ms")
     if outcome.status == "completed" and outcome.downtime_ms is not None:
-        if outcome.downtime_ms <= s.downtime_limit_ms * DOWNTIME_ALLOWANCE:
+        if within_limit(outcome.downtime_ms, s.downtime_limit_ms):
             reasons.append(f"downtime {outcome.downtime_ms} ms within the limit"
                            f" {s.downtime_limit_ms} ms")
         else:
