@@ -20,6 +20,7 @@ from __future__ import annotations
 from labtest import LabTest
 
 from miglab import units
+from miglab.verdict import Integrity, Status, within_limit
 
 HOT_SET_BYTES = 12 * 1024 * 1024
 CAP_BYTES_PER_S = 8_000_000
@@ -56,22 +57,22 @@ class CappedPrecopy(LabTest):
                 self.assertLessEqual(change["bytes_per_s"] * 8, 1.05 * link_bps)
             # premise: even 85% of the link makes a threshold above the hot set
             self.assertGreater(0.85 * link_bps / 8 * limit_ms / 1000, 1.1 * HOT_SET_BYTES)
-            self.assertEqual(result.status, "completed", result.reasons)
-            self.assertLessEqual(result.downtime_ms, 1.1 * limit_ms)
-            self.assertEqual(result.integrity, "ok")
+            self.assertEqual(result.status, Status.COMPLETED, result.reasons)
+            self.assertTrue(within_limit(result.downtime_ms, limit_ms), result.reasons)
+            self.assertEqual(result.integrity, Integrity.OK, result.reasons)
             self.assertEqual(result.destination_alive, True)
-        elif s.switchover_bandwidth is None:
+        elif s.switchover_bandwidth_bytes_per_s is None:
             # The matrix's own premise: QEMU's prediction is above the limit.
             self.assertGreater(estimated_ms, 2 * limit_ms)
-            self.assertEqual(result.status, "not-converged", result.reasons)
+            self.assertEqual(result.status, Status.NOT_CONVERGED, result.reasons)
             last = [x for x in result.samples if x.status == "active"][-1]
             self.assertGreater(last.expected_downtime_ms, 0.7 * estimated_ms)
             self.assertEqual(result.source_alive, True)
-            self.assertEqual(result.integrity, "ok")
+            self.assertEqual(result.integrity, Integrity.OK, result.reasons)
         else:
-            threshold_bytes = s.switchover_bandwidth * limit_ms / 1000
+            threshold_bytes = s.switchover_bandwidth_bytes_per_s * limit_ms / 1000
             self.assertGreater(threshold_bytes, 1.4 * HOT_SET_BYTES)  # premise
-            self.assertEqual(result.status, "completed", result.reasons)
-            self.assertLessEqual(result.downtime_ms, 1.1 * limit_ms)
-            self.assertEqual(result.integrity, "ok")
+            self.assertEqual(result.status, Status.COMPLETED, result.reasons)
+            self.assertTrue(within_limit(result.downtime_ms, limit_ms), result.reasons)
+            self.assertEqual(result.integrity, Integrity.OK, result.reasons)
             self.assertEqual(result.destination_alive, True)

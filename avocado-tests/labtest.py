@@ -3,30 +3,30 @@
 Not a test file itself. Every test records its result JSON, QEMU's stderr
 and both serial logs in its output directory (the lab's log directory is
 self.outputdir), and after every test the suite checks that nothing it
-started is left: no miglab network namespace (and so no veth or qdisc),
-no QEMU process, no private temp directory.
+started is left: nothing that a run's record names (network namespace,
+and so no veth or qdisc; QEMU or probe process; private directory) is
+still there. A host's own VMs and namespaces do not count.
 """
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import time
 from pathlib import Path
 
 from avocado import Test
 
-from miglab import artifacts, leftovers, migration, runner, scenario
+from miglab import artifacts, leftovers, migration, ownership, runner, scenario
 from miglab.migration import Outcome
 from miglab.result import Result
-
-# Lab tests measure time and bandwidth on a 2-core machine and check for
-# leftovers: they must not overlap, even when avocado runs tasks in parallel.
-LOCK_PATH = "/run/lock/miglab-lab.lock"
 
 
 class LabTest(Test):
     def setUp(self) -> None:
-        self._lock = open(LOCK_PATH, "w")  # noqa: SIM115 (held until tearDown)
-        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        # Lab tests measure time and bandwidth on a 2-core machine and check
+        # for leftovers: they must not overlap, even when avocado runs tasks
+        # in parallel. The lock lives in miglab's private state directory.
+        self._lock = contextlib.ExitStack()
+        self._lock.enter_context(ownership.lab_lock())
         self._before = leftovers.snapshot()
         for choice in ("stock", "patched"):
             artifacts.qemu_binary(choice)  # a missing build is an error, not a skip
@@ -51,6 +51,8 @@ class LabTest(Test):
         return self.record(runner.run(s, self.logs))
 
     def watch(self, env: runner.Lab, started: float, deadline_s: float) -> Outcome:
-        """Monitor a migration started by the test until it ends or the deadline."""
-        samples, info = migration.monitor(env.src, started, deadline_s)
+        """Follow a migration started by the test until it ends or the deadline."""
+        samples: list = []
+        info = migration.follow(lambda: env.src.command("query-migrate"), started,
+                                deadline_s, samples)
         return migration.decide(samples, info, time.monotonic(), started)

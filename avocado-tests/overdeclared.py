@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from labtest import LabTest
 
+from miglab.verdict import Integrity, Status
+
 LINK_BPS = 200_000_000
 LIMIT_MS = 300
 HOT_SET_BYTES = 32 * 1024 * 1024
@@ -29,9 +31,9 @@ class OverDeclared(LabTest):
         real_ms = HOT_SET_BYTES / (0.96 * LINK_BPS / 8 / 1000)  # goodput is ~96% of tbf
         self.assertGreater(real_ms, 3 * LIMIT_MS)  # the premise
         result = self.run_scenario(s)
-        self.assertEqual(result.status, "completed", result.reasons)
+        self.assertEqual(result.status, Status.COMPLETED, result.reasons)
         self.assertGreater(result.downtime_ms, 2 * LIMIT_MS)
         self.assertGreater(result.downtime_ms, 0.5 * real_ms)
-        self.assertEqual(result.integrity, "ok")
+        self.assertEqual(result.integrity, Integrity.OK, result.reasons)
         self.assertTrue(any("above the measured link rate" in r for r in result.reasons),
                         result.reasons)

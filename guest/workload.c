@@ -2,24 +2,49 @@
  * miglab guest workload: the /init of the test guest's initramfs.
  *
  * It dirties guest memory at paced rates while migration runs, checks that
- * every page it wrote still holds what it wrote, and prints a heartbeat so
+ * every page it owns still holds what it wrote, and prints a heartbeat so
  * the host can see when the guest stops and resumes.  Configuration comes
- * from the kernel command line (miglab.NAME=VALUE); output goes to the
- * console, one line per event, every line starting with "ml:".
+ * from the kernel command line (miglab.NAME=VALUE, decimal, each must fit
+ * an unsigned int); output goes to the console, one line per event, every
+ * line starting with "ml:".
  *
- *   ml:READY <config>          set up, hot set filled, loop starting
- *   ml:H <seq>                 heartbeat, every heartbeat_ms
- *   ml:R <seq> dirty_bps=N zero_bps=N   measured rates over the last second
- *   ml:V <pass> pages=N bad=N  a full verification pass over the hot set ended
- *   ml:C <page> want_gen=N got_index=N got_gen=N   a corrupt page was found
+ *   ml:READY <config> hot_paddr0=0xP zero_paddr0=0xP
+ *       set up, sets filled and locked, loop starting; <config> is
+ *       hot_mib=N dirty_rate_mib=N zero_mib=N zero_rate_mib=N heartbeat_ms=N
+ *       verify_rate_mib=N; the paddrs are the guest-physical addresses of
+ *       page 0 of the hot and of the zero set (0 when the set is empty)
+ *   ml:H <seq>
+ *       heartbeat, every heartbeat_ms
+ *   ml:R <seq> dirty_bps=N zero_bps=N
+ *       measured rewrite rates over the last second
+ *   ml:V <pass> pages=N bad=N
+ *       a verification pass ended: it swept N pages (hot set then zero set,
+ *       every page the workload owns) and bad corrupt pages were found
+ *       during it, by the sweep or before a rewrite
+ *   ml:C set=hot page=I paddr=0xP want_gen=N got_index=N got_gen=N by=WHO
+ *   ml:C set=zero page=I paddr=0xP nonzero_word=N got=0xW by=WHO
+ *       page I of a set is corrupt; paddr is its guest-physical address;
+ *       WHO is "sweep" (the verification sweep) or "rewrite" (the check made
+ *       before the workload rewrites a page).  At most
+ *       MAX_CORRUPT_LINES_PER_PASS lines per pass; "bad=" counts them all.
+ *   ml:WARN <text>, ml:FATAL <text>
+ *       set-up problems; after FATAL (e.g. "ml:FATAL bad miglab.KEY=VALUE")
+ *       the workload pauses forever
  *
  * Hot-set page layout: word 0 = page index, word 1 = generation, the rest a
  * pseudo-random stream seeded from both.  The generation table lives in its
- * own allocation, so a page lost by migration disagrees with it.
+ * own allocation, so a page lost by migration disagrees with it (and so does
+ * a corrupted table entry: it is read, and checked against its page, before
+ * every rewrite).  Zero-set pages must be all zeros.
+ *
+ * The sets are locked (mlockall), kept out of huge pages and out of
+ * compaction, so that their physical addresses stay what READY and "C"
+ * lines say: a test can corrupt a known page from outside the guest.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -38,6 +63,10 @@
 #define MAX_CORRUPT_LINES_PER_PASS 16
 /* Never catch up more than this much backlog at once (after a pause). */
 #define MAX_BACKLOG_NS 100000000ull
+#define NS_PER_S 1000000000ull
+/* /proc/PID/pagemap entry: bits 0-54 PFN, bit 63 page present. */
+#define PAGEMAP_PFN_MASK ((1ull << 55) - 1)
+#define PAGEMAP_PRESENT (1ull << 63)
 
 struct config {
     unsigned hot_mib;        /* hot set size */
@@ -53,9 +82,18 @@ static struct config cfg = {
     .heartbeat_ms = 10, .verify_rate_mib = 64,
 };
 
+/* The memory the workload owns and checks. */
+static uint64_t *hot, *zero, *gen;
+static size_t hot_pages, zero_pages;
+static int pagemap_fd = -1;
+
+/* The verification pass in progress. */
+static uint64_t verify_pass, verify_bad;
+static unsigned corrupt_lines;
+
 static void say(const char *fmt, ...)
 {
-    char line[256];
+    char line[512];
     va_list ap;
     int n;
 
@@ -82,12 +120,20 @@ static void say(const char *fmt, ...)
     }
 }
 
+/* As pid 1 we must not exit (the kernel would panic): stop here for good. */
+static void __attribute__((noreturn)) hang(void)
+{
+    for (;;) {
+        pause();
+    }
+}
+
 static uint64_t now_ns(void)
 {
     struct timespec ts;
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+    return (uint64_t)ts.tv_sec * NS_PER_S + ts.tv_nsec;
 }
 
 static uint64_t splitmix64(uint64_t x)
@@ -141,6 +187,98 @@ static int page_ok(const uint64_t *page, uint64_t index, uint64_t gen)
     return 1;
 }
 
+/* Index of the first non-zero word of @page, PAGE_WORDS if there is none. */
+static unsigned first_nonzero_word(const uint64_t *page)
+{
+    uint64_t any = 0;
+
+    /* OR everything first: the common case is a clean page, and this loop
+     * has no branch to mispredict or to slow TCG down. */
+    for (unsigned k = 0; k < PAGE_WORDS; k++) {
+        any |= page[k];
+    }
+    if (!any) {
+        return PAGE_WORDS;
+    }
+    for (unsigned k = 0; k < PAGE_WORDS; k++) {
+        if (page[k]) {
+            return k;
+        }
+    }
+    return PAGE_WORDS;
+}
+
+/* Guest-physical address of @p, 0 if unknown (no pagemap, page absent). */
+static uint64_t phys_addr(const void *p)
+{
+    uintptr_t v = (uintptr_t)p;
+    uint64_t entry;
+    off_t off = (off_t)(v / PAGE_BYTES) * (off_t)sizeof(entry);
+
+    if (pagemap_fd < 0 ||
+        pread(pagemap_fd, &entry, sizeof(entry), off) != sizeof(entry)) {
+        return 0;
+    }
+    if (!(entry & PAGEMAP_PRESENT)) {
+        return 0;
+    }
+    return (entry & PAGEMAP_PFN_MASK) * PAGE_BYTES + v % PAGE_BYTES;
+}
+
+/* Count a corrupt page in the current pass; may it print its "C" line? */
+static int count_corrupt(void)
+{
+    verify_bad++;
+    return corrupt_lines++ < MAX_CORRUPT_LINES_PER_PASS;
+}
+
+/* Check hot page @i against the generation table; report it if corrupt. */
+static void check_hot(uint64_t i, const char *by)
+{
+    const uint64_t *page = hot + i * PAGE_WORDS;
+
+    if (page_ok(page, i, gen[i]) || !count_corrupt()) {
+        return;
+    }
+    say("ml:C set=hot page=%llu paddr=0x%llx want_gen=%llu got_index=%llu "
+        "got_gen=%llu by=%s",
+        (unsigned long long)i, (unsigned long long)phys_addr(page),
+        (unsigned long long)gen[i], (unsigned long long)page[0],
+        (unsigned long long)page[1], by);
+}
+
+/* Check that zero page @i is all zeros; report it if not. */
+static void check_zero(uint64_t i, const char *by)
+{
+    const uint64_t *page = zero + i * PAGE_WORDS;
+    unsigned k = first_nonzero_word(page);
+
+    if (k == PAGE_WORDS || !count_corrupt()) {
+        return;
+    }
+    say("ml:C set=zero page=%llu paddr=0x%llx nonzero_word=%u got=0x%llx by=%s",
+        (unsigned long long)i, (unsigned long long)phys_addr(page), k,
+        (unsigned long long)page[k], by);
+}
+
+/* A whole decimal number that fits an unsigned int, nothing after it. */
+static int parse_unsigned(const char *s, unsigned *out)
+{
+    unsigned long long v;
+    char *end;
+
+    if (*s < '0' || *s > '9') {
+        return -1; /* strtoull would take "-1", " 1" or "" */
+    }
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v > UINT_MAX) {
+        return -1;
+    }
+    *out = (unsigned)v;
+    return 0;
+}
+
 static void parse_cmdline(void)
 {
     static const struct {
@@ -176,8 +314,13 @@ static void parse_cmdline(void)
     for (char *tok = strtok(buf, " \n"); tok; tok = strtok(NULL, " \n")) {
         for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
             size_t len = strlen(keys[i].key);
-            if (strncmp(tok, keys[i].key, len) == 0) {
-                *keys[i].val = strtoul(tok + len, NULL, 10);
+            if (strncmp(tok, keys[i].key, len) != 0) {
+                continue;
+            }
+            /* A truncated value would run a workload nobody asked for. */
+            if (parse_unsigned(tok + len, keys[i].val) != 0) {
+                say("ml:FATAL bad %s", tok);
+                hang();
             }
         }
     }
@@ -186,30 +329,67 @@ static void parse_cmdline(void)
     }
 }
 
-static void *alloc_pages(size_t pages)
+/* Anonymous memory for a set, not populated yet (see pin_memory()). */
+static uint64_t *alloc_pages(size_t pages)
 {
     void *p;
 
     if (pages == 0) {
         return NULL;
     }
+    if (pages > SIZE_MAX / PAGE_BYTES) {
+        say("ml:FATAL cannot allocate %zu pages: too many", pages);
+        hang();
+    }
     p = mmap(NULL, pages * PAGE_BYTES, PROT_READ | PROT_WRITE,
-             MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
         say("ml:FATAL cannot allocate %zu pages: %s", pages, strerror(errno));
-        for (;;) {
-            pause();
-        }
+        hang();
     }
+    /*
+     * Before anything is faulted in: a huge page could be split or
+     * collapsed later, moving our pages.  Without THP support the call
+     * fails, and there is nothing to avoid.
+     */
+    madvise(p, pages * PAGE_BYTES, MADV_NOHUGEPAGE);
     return p;
+}
+
+/*
+ * Keep every page at one physical address: locked pages are never swapped
+ * or reclaimed, and with compact_unevictable_allowed=0 compaction leaves
+ * them where they are too.  Failures are reported, not fatal: the checks
+ * stay valid, only the addresses printed may go stale.
+ */
+static void pin_memory(void)
+{
+    int fd = open("/proc/sys/vm/compact_unevictable_allowed", O_WRONLY);
+
+    if (fd >= 0) {
+        if (write(fd, "0\n", 2) != 2) {
+            say("ml:WARN cannot disable compaction of locked pages: %s",
+                strerror(errno));
+        }
+        close(fd);
+    }
+    /* MCL_CURRENT faults every page in, writable ones by a write fault, so
+     * each zero-set page gets a page of its own, not the shared zero page. */
+    if (mlockall(MCL_CURRENT | MCL_FUTURE) != 0) {
+        say("ml:WARN mlockall: %s; physical addresses may change",
+            strerror(errno));
+    }
 }
 
 /* How many units a paced activity may do now; @done is what it did so far. */
 static uint64_t paced_budget(uint64_t rate_per_s, uint64_t start_ns,
                              uint64_t now, uint64_t *done)
 {
-    uint64_t due = (now - start_ns) * rate_per_s / 1000000000ull;
-    uint64_t max_backlog = rate_per_s * MAX_BACKLOG_NS / 1000000000ull + 1;
+    /* 128-bit: rates up to UINT_MAX MiB/s would overflow within seconds. */
+    uint64_t due = (uint64_t)((unsigned __int128)(now - start_ns) *
+                              rate_per_s / NS_PER_S);
+    uint64_t max_backlog = (uint64_t)((unsigned __int128)rate_per_s *
+                                      MAX_BACKLOG_NS / NS_PER_S) + 1;
 
     if (due > *done + max_backlog) {
         *done = due - max_backlog; /* forget time we were stopped */
@@ -219,35 +399,53 @@ static uint64_t paced_budget(uint64_t rate_per_s, uint64_t start_ns,
 
 int main(void)
 {
-    size_t hot_pages, zero_pages;
-    uint64_t *hot, *gen, *zero;
+    size_t verify_pages;
     uint64_t rng = 0x853c49e6748fea9bull;
     uint64_t start, next_hb, next_report, hb_seq = 0, report_seq = 0;
     uint64_t dirtied = 0, zeroed = 0, verified = 0;
     uint64_t dirtied_at_report = 0, zeroed_at_report = 0;
-    uint64_t verify_pos = 0, verify_pass = 0, verify_bad = 0;
-    unsigned corrupt_lines = 0;
+    uint64_t verify_pos = 0;
 
     signal(SIGINT, SIG_IGN);
     signal(SIGTERM, SIG_IGN);
     parse_cmdline();
 
+    /* pid 1 as root: the PFNs in it are visible (they read 0 otherwise). */
+    pagemap_fd = open("/proc/self/pagemap", O_RDONLY);
+    if (pagemap_fd < 0) {
+        say("ml:WARN cannot open /proc/self/pagemap: %s; paddr=0x0 everywhere",
+            strerror(errno));
+    }
     hot_pages = (size_t)cfg.hot_mib * (MIB / PAGE_BYTES);
     zero_pages = (size_t)cfg.zero_mib * (MIB / PAGE_BYTES);
+    verify_pages = hot_pages + zero_pages;
     hot = alloc_pages(hot_pages);
     zero = alloc_pages(zero_pages);
     gen = calloc(hot_pages ? hot_pages : 1, sizeof(*gen));
+    if (!gen) {
+        say("ml:FATAL cannot allocate the generation table of %zu pages",
+            hot_pages);
+        hang();
+    }
+    pin_memory();
     for (size_t i = 0; i < hot_pages; i++) {
         fill_page(hot + i * PAGE_WORDS, i, 0);
     }
+    /* Write-fault each zero page even if mlockall failed (see pin_memory). */
+    for (size_t i = 0; i < zero_pages; i++) {
+        zero[i * PAGE_WORDS] = 0;
+    }
     say("ml:READY hot_mib=%u dirty_rate_mib=%u zero_mib=%u zero_rate_mib=%u "
-        "heartbeat_ms=%u verify_rate_mib=%u",
+        "heartbeat_ms=%u verify_rate_mib=%u hot_paddr0=0x%llx "
+        "zero_paddr0=0x%llx",
         cfg.hot_mib, cfg.dirty_rate_mib, cfg.zero_mib, cfg.zero_rate_mib,
-        cfg.heartbeat_ms, cfg.verify_rate_mib);
+        cfg.heartbeat_ms, cfg.verify_rate_mib,
+        (unsigned long long)(hot_pages ? phys_addr(hot) : 0),
+        (unsigned long long)(zero_pages ? phys_addr(zero) : 0));
 
     start = now_ns();
     next_hb = start;
-    next_report = start + 1000000000ull;
+    next_report = start + NS_PER_S;
     for (;;) {
         uint64_t t = now_ns();
         uint64_t n, sleep_ns;
@@ -257,39 +455,42 @@ int main(void)
                              start, t, &dirtied);
             for (; n; n--, dirtied++) {
                 uint64_t i = xorshift64(&rng) % hot_pages;
+
+                /* A page corrupted in transit and rewritten before the sweep
+                 * reached it would never be seen otherwise. */
+                check_hot(i, "rewrite");
                 gen[i]++;
                 fill_page(hot + i * PAGE_WORDS, i, gen[i]);
-            }
-            n = paced_budget((uint64_t)cfg.verify_rate_mib * MIB / PAGE_BYTES,
-                             start, t, &verified);
-            for (; n; n--, verified++) {
-                uint64_t *page = hot + verify_pos * PAGE_WORDS;
-                if (!page_ok(page, verify_pos, gen[verify_pos])) {
-                    verify_bad++;
-                    if (corrupt_lines++ < MAX_CORRUPT_LINES_PER_PASS) {
-                        say("ml:C %llu want_gen=%llu got_index=%llu got_gen=%llu",
-                            (unsigned long long)verify_pos,
-                            (unsigned long long)gen[verify_pos],
-                            (unsigned long long)page[0],
-                            (unsigned long long)page[1]);
-                    }
-                }
-                if (++verify_pos == hot_pages) {
-                    say("ml:V %llu pages=%zu bad=%llu",
-                        (unsigned long long)++verify_pass, hot_pages,
-                        (unsigned long long)verify_bad);
-                    verify_pos = 0;
-                    verify_bad = 0;
-                    corrupt_lines = 0;
-                }
             }
         }
         if (zero_pages) {
             n = paced_budget((uint64_t)cfg.zero_rate_mib * MIB / PAGE_BYTES,
                              start, t, &zeroed);
             for (; n; n--, zeroed++) {
-                memset(zero + (xorshift64(&rng) % zero_pages) * PAGE_WORDS, 0,
-                       PAGE_BYTES);
+                uint64_t i = xorshift64(&rng) % zero_pages;
+
+                check_zero(i, "rewrite");
+                memset(zero + i * PAGE_WORDS, 0, PAGE_BYTES);
+            }
+        }
+        if (verify_pages) {
+            n = paced_budget((uint64_t)cfg.verify_rate_mib * MIB / PAGE_BYTES,
+                             start, t, &verified);
+            for (; n; n--, verified++) {
+                /* One pass: the hot set, then the zero set. */
+                if (verify_pos < hot_pages) {
+                    check_hot(verify_pos, "sweep");
+                } else {
+                    check_zero(verify_pos - hot_pages, "sweep");
+                }
+                if (++verify_pos == verify_pages) {
+                    say("ml:V %llu pages=%zu bad=%llu",
+                        (unsigned long long)++verify_pass, verify_pages,
+                        (unsigned long long)verify_bad);
+                    verify_pos = 0;
+                    verify_bad = 0;
+                    corrupt_lines = 0;
+                }
             }
         }
 
@@ -308,9 +509,9 @@ int main(void)
                 (unsigned long long)((zeroed - zeroed_at_report) * PAGE_BYTES));
             dirtied_at_report = dirtied;
             zeroed_at_report = zeroed;
-            next_report += 1000000000ull;
+            next_report += NS_PER_S;
             if (next_report <= t) {
-                next_report = t + 1000000000ull;
+                next_report = t + NS_PER_S;
             }
         }
 

@@ -42,7 +42,7 @@ def test_delay_needs_netem_and_says_so_when_missing() -> None:
     assert miglab_namespaces() == before
 
 
-def test_namespaces_of_a_killed_run_are_reaped_by_the_next() -> None:
+def test_namespaces_of_a_killed_run_are_removed_by_cleanup() -> None:
     # A process that makes a link and dies by SIGKILL: no cleanup runs.
     code = ("import os, signal; from miglab.link import Link, LinkConfig;"
             " link = Link(LinkConfig(10**8)); link.setup(); print(link.src_ns, flush=True);"
@@ -50,5 +50,7 @@ def test_namespaces_of_a_killed_run_are_reaped_by_the_next() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     orphan = proc.stdout.split()[0]
     assert orphan in miglab_namespaces()
-    with Link(LinkConfig(10**8)):
-        assert orphan not in miglab_namespaces()
+    out = subprocess.run([sys.executable, "-m", "miglab.cli", "cleanup"], capture_output=True,
+                         text=True, check=True).stdout
+    assert f"removed namespace {orphan}" in out, out
+    assert orphan not in miglab_namespaces()

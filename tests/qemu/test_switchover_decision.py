@@ -14,46 +14,51 @@ from pathlib import Path
 from conftest import GuestPair
 
 from miglab import migration
-from miglab.guest import Workload, read_console
+from miglab.deadline import wait_for
+from miglab.guest import Workload, read_console, wait_for_checked_pass
 from miglab.migration import MigrationSettings
 from miglab.result import Sample
+from miglab.verdict import Status, within_limit
 from miglab.vm import VM
 
 HOT_SET_BYTES = 32 * 1024 * 1024
 WORKLOAD = Workload(hot_set_mib=32, dirty_rate_mib=40)
-CAPPED = MigrationSettings(downtime_limit_ms=300, max_bandwidth=8_000_000)
+CAPPED = MigrationSettings(downtime_limit_ms=300, max_bandwidth_bytes_per_s=8_000_000)
+
+
+def sample(src: VM, started: float) -> Sample:
+    return Sample.from_query(time.monotonic() - started, src.command("query-migrate"))
 
 
 def wait_for_dirty_sync(src: VM, started: float, syncs: int = 2, timeout: float = 90) -> Sample:
     """Wait until QEMU has synced the dirty bitmap @syncs times (the bulk pass is over)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        s, _ = migration.sample(src, started)
+    def synced() -> Sample | None:
+        s = sample(src, started)
         assert s.status in ("setup", "active"), f"migration ended early: {s.status}"
         # expected-downtime starts as downtime-limit and is only computed in
         # the window after a sync has measured a dirty rate
         if (s.dirty_sync_count >= syncs and s.expected_downtime_ms > 0
                 and s.expected_downtime_ms != CAPPED.downtime_limit_ms):
             return s
-        time.sleep(0.2)
-    raise AssertionError(f"no dirty sync #{syncs} within {timeout}s")
+        return None
+    return wait_for(synced, timeout, f"dirty sync #{syncs}", interval_s=0.2)
 
 
-def settled_sample(src: VM, started: float, declared_bytes_per_s: int) -> Sample:
-    """A sample taken after QEMU had at least two 100 ms windows with the new value."""
-    time.sleep(0.5)
-    s, _ = migration.sample(src, started)
-    assert s.status == "active"
-    return s
+def settled_sample(src: VM, started: float, set_at_s: float) -> Sample:
+    """The first sample after QEMU had several 100 ms windows with the new value."""
+    return wait_for(lambda: s if (s := sample(src, started)).t_s >= set_at_s + 0.5 else None,
+                    5, "a settled sample", interval_s=0.05)
 
 
 def test_stock_capped_precopy_keeps_iterating(stock_bin: Path, tmp_path: Path) -> None:
     with GuestPair(stock_bin, tmp_path, WORKLOAD) as pair:
         migration.configure(pair.src, pair.dst, CAPPED)
         started = migration.start(pair.src, pair.dst, pair.uri)
-        s = wait_for_dirty_sync(pair.src, started)
-        time.sleep(max(0.0, 20 - s.t_s))
-        s, _ = migration.sample(pair.src, started)
+        wait_for_dirty_sync(pair.src, started)
+        # 20 s in: well after the bulk pass, still iterating
+        samples: list[Sample] = []
+        migration.follow(lambda: pair.src.command("query-migrate"), started, 20, samples)
+        s = samples[-1]
         assert s.status == "active"
         # The hot set at the capped estimate: far above the 300 ms limit.
         assert s.expected_downtime_ms > 3 * CAPPED.downtime_limit_ms
@@ -70,11 +75,12 @@ def test_declared_bandwidth_replaces_the_estimate_in_expected_downtime(
         # 50 MB/s: threshold 15 MB, below the 32 MiB hot set, so it still iterates.
         declared = 50_000_000
         pair.src.command("migrate-set-parameters", **{"avail-switchover-bandwidth": declared})
-        after = settled_sample(pair.src, started, declared)
+        after = settled_sample(pair.src, started, time.monotonic() - started)
+        assert after.status == "active", after
         predicted_ms = after.remaining_bytes / (declared / 1000)
         assert 0.75 * predicted_ms <= after.expected_downtime_ms <= 1.25 * predicted_ms, after
         # mbps still reports QEMU's own measurement: about the 64 Mbit/s cap.
-        assert after.mbps < 2 * CAPPED.max_bandwidth * 8 / 1e6, after
+        assert after.mbps < 2 * CAPPED.max_bandwidth_bytes_per_s * 8 / 1e6, after
 
 
 def test_declared_link_rate_set_during_migration_makes_it_converge(
@@ -85,11 +91,14 @@ def test_declared_link_rate_set_during_migration_makes_it_converge(
         wait_for_dirty_sync(pair.src, started)
         # 125 MB/s (1 Gbit/s): threshold 37.5 MB holds the 32 MiB hot set.
         pair.src.command("migrate-set-parameters", **{"avail-switchover-bandwidth": 125_000_000})
-        samples, info = migration.monitor(pair.src, time.monotonic(), deadline_s=30)
-        assert samples[-1].status == "completed", samples[-1]
-        assert info["downtime"] <= 1.1 * CAPPED.downtime_limit_ms, info
+        samples: list[Sample] = []
+        info = migration.follow(lambda: pair.src.command("query-migrate"), time.monotonic(),
+                                30, samples)
+        assert samples[-1].status == Status.COMPLETED, samples[-1]
+        assert within_limit(info["downtime"], CAPPED.downtime_limit_ms), info
         assert pair.dst.console
-        time.sleep(3)  # room for a whole verification pass on the destination
+        assert wait_for_checked_pass(pair.dst.console, time.monotonic(),
+                                     WORKLOAD.verify_deadline_s)
         report = read_console(pair.dst.console.lines())
         assert report.heartbeats, "destination guest printed no heartbeat after resuming"
         assert report.memory_verified, report
@@ -98,8 +107,8 @@ def test_declared_link_rate_set_during_migration_makes_it_converge(
 def test_negative_one_switches_over_at_once(patched_bin: Path, tmp_path: Path) -> None:
     # -1 wraps to 2^64-1 bytes/s (as upstream): the threshold saturates.
     with GuestPair(patched_bin, tmp_path, WORKLOAD) as pair:
-        settings = MigrationSettings(downtime_limit_ms=300, max_bandwidth=8_000_000,
-                                     avail_switchover_bandwidth=-1)
+        settings = MigrationSettings(downtime_limit_ms=300, max_bandwidth_bytes_per_s=8_000_000,
+                                     avail_switchover_bandwidth_bytes_per_s=-1)
         outcome = migration.run(pair.src, pair.dst, settings, pair.uri, deadline_s=60)
         assert outcome.status == "completed", outcome.samples[-1]
         # At 8 MB/s the bulk pass alone (about 80 MB that are not zero) takes

@@ -22,7 +22,7 @@ from miglab.migration import MigrationSettings
 WORKLOAD = Workload(hot_set_mib=32, dirty_rate_mib=40)
 # Uncapped over a unix socket, QEMU switches over right after the bulk pass,
 # leaving no time for a page to be sent and then written again.
-ITERATING = MigrationSettings(downtime_limit_ms=300, max_bandwidth=60_000_000)
+ITERATING = MigrationSettings(downtime_limit_ms=300, max_bandwidth_bytes_per_s=60_000_000)
 
 
 def migrate_and_watch_destination(binary: Path, workdir: Path) -> GuestReport:

@@ -51,7 +51,9 @@ def test_result_round_trips_through_json(tmp_path: Path) -> None:
     result = Result(status="completed", integrity="ok", downtime_ms=276,
                     observed_blackout_ms=318.5, downtime_limit_ms=300, total_time_ms=12400,
                     link_rate_bps=955e6, estimated_bandwidth_bps=73e6,
-                    switchover_bandwidth_bps=1e9, avail_switchover_bandwidth=125_000_000,
+                    switchover_bandwidth_bps=1e9,
+                    avail_switchover_bandwidth_bytes_per_s=125_000_000,
+                    corrupt_pages=["hot-set page 3 at guest-physical 0x1000 (want_gen=2)"],
                     samples=[Sample.from_query(0.2, query("active"))])
     path = tmp_path / "r.json"
     result.write_json(path)

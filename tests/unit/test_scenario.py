@@ -41,16 +41,16 @@ def test_defaults_are_the_capped_precopy_scenario() -> None:
     s = scenario.parse({})
     assert (s.link_rate_bps, s.memory_mib, s.hot_set_mib, s.dirty_rate_mib) == (
         10**9, 512, 32, 40)
-    assert (s.max_bandwidth, s.downtime_limit_ms, s.switchover_bandwidth) == (
-        8_000_000, 300, None)
+    assert (s.max_bandwidth_bytes_per_s, s.downtime_limit_ms,
+            s.switchover_bandwidth_bytes_per_s) == (8_000_000, 300, None)
 
 
 def test_options_map_to_fields() -> None:
     s = scenario.parse({"link-rate": "500mbit", "switchover-bandwidth": "62500000",
                         "max-bandwidth": "none", "downtime-limit": "1s", "hot-set": "12M"})
     assert s.link_rate_bps == 500_000_000
-    assert s.switchover_bandwidth == 62_500_000
-    assert s.max_bandwidth is None
+    assert s.switchover_bandwidth_bytes_per_s == 62_500_000
+    assert s.max_bandwidth_bytes_per_s is None
     assert s.downtime_limit_ms == 1000
     assert s.migration().parameters() == {"downtime-limit": 1000,
                                           "avail-switchover-bandwidth": 62_500_000}
@@ -63,6 +63,16 @@ def test_options_map_to_fields() -> None:
     ({"hot-set": "1.5M"}, "whole MiB"),
     ({"accel": "hvf"}, "accepted auto, tcg, kvm"),
     ({"timeout": "0"}, "--timeout"),
+    ({"timeout": "nan"}, "--timeout 'nan': expected a number of seconds above 0"),
+    ({"timeout": "inf"}, "--timeout 'inf': expected a number of seconds above 0"),
+    ({"memory": "100000000G"}, "--memory '100000000G': expected whole MiB from 128M to"
+                               " 4294967295M (2^32 - 1 MiB)"),
+    ({"dirty-rate": "5000000G"}, "--dirty-rate '5000000G': expected whole MiB/s from 0 to 65536"),
+    ({"downtime-limit": "99999999"}, "--downtime-limit '99999999': expected whole milliseconds"
+                                     " from 0 to 2000000"),
+    ({"max-bandwidth": "18446744073709551616"}, "--max-bandwidth '18446744073709551616':"
+                                                " expected 'none' or a bandwidth from 0 to"
+                                                " 18446744073709551615 bytes/s"),
     ({"link-jitter": "1ms"}, "jitter needs a link delay"),
     ({"colour": "blue"}, "unknown scenario key 'colour'"),
 ])
@@ -76,7 +86,8 @@ def test_yaml_uses_the_same_keys(tmp_path: Path) -> None:
     path = tmp_path / "s.yaml"
     path.write_text("link-rate: 200mbit\nmax-bandwidth: 6M\nhot-set: 12M\n")
     s = scenario.load_yaml(path)
-    assert (s.link_rate_bps, s.max_bandwidth, s.hot_set_mib) == (200_000_000, 6_000_000, 12)
+    assert (s.link_rate_bps, s.max_bandwidth_bytes_per_s, s.hot_set_mib) == (
+        200_000_000, 6_000_000, 12)
 
 
 def test_yaml_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -23,34 +24,62 @@ def cache_dir() -> Path:
     return Path(base) / "miglab"
 
 
-QEMU_FLAVOURS = ("stock", "patched")
+class Build(NamedTuple):
+    description: str
+    binary: str  # its qemu-system-x86_64, relative to the cache directory
+    made_by: str  # the script that builds or fetches it
+
+
 UPSTREAM = "upstream"  # QEMU 10.0 from bookworm-backports, upstream's implementation
+# Every QEMU build `--qemu NAME` names: the one list (help texts, errors and
+# the lookup below all read it). Other names without a slash are commands
+# on PATH; anything with a slash is a path.
+BUILDS: dict[str, Build] = {
+    "stock": Build("Debian 12's QEMU 7.2", "qemu-7.2/stock-build/qemu-system-x86_64",
+                   "scripts/build-qemu"),
+    "patched": Build("Debian 12's QEMU 7.2 with our patches",
+                     "qemu-7.2/patched-build/qemu-system-x86_64", "scripts/build-qemu"),
+    UPSTREAM: Build("QEMU 10.0 from bookworm-backports",
+                    "qemu-upstream/root/usr/bin/qemu-system-x86_64",
+                    "scripts/fetch-upstream-qemu"),
+}
 
 
 def _upstream_root() -> Path:
     return cache_dir() / "qemu-upstream" / "root"
 
 
+def build_binary(name: str) -> Path:
+    """Where build @name's qemu-system-x86_64 is, made or not."""
+    return cache_dir() / BUILDS[name].binary
+
+
 def qemu_binary(choice: str) -> Path:
-    """'stock', 'patched', 'upstream' or a path to a qemu-system-x86_64."""
-    if choice == UPSTREAM:
-        path = _upstream_root() / "usr" / "bin" / "qemu-system-x86_64"
+    """A build's name (BUILDS), a command on PATH, or a path (anything with a slash).
+
+    A bare name is never taken from the current directory: `--qemu NAME`
+    with ./NAME here and NAME on PATH runs the one on PATH, as a shell would.
+    """
+    if choice in BUILDS:
+        path = build_binary(choice)
         if not path.exists():
-            raise MissingArtifact(f"upstream QEMU not fetched ({path}):"
-                                  " run scripts/fetch-upstream-qemu")
+            raise MissingArtifact(f"{choice} QEMU not built or fetched ({path}):"
+                                  f" run {BUILDS[choice].made_by}")
         return path
-    if choice in QEMU_FLAVOURS:
-        path = cache_dir() / "qemu-7.2" / f"{choice}-build" / "qemu-system-x86_64"
-        if not path.exists():
-            raise MissingArtifact(f"{choice} QEMU not built ({path}): run scripts/build-qemu")
-        return path
-    path = Path(choice)
-    if not path.exists():
-        found = shutil.which(choice)
+    if "/" not in choice:
+        # PATH's absolute entries only: an empty or relative entry would find
+        # ./NAME, and miglab runs as root
+        search = [d for d in os.environ.get("PATH", os.defpath).split(os.pathsep)
+                  if os.path.isabs(d)]
+        found = shutil.which(choice, path=os.pathsep.join(search))
         if not found:
             raise MissingArtifact(
-                f"--qemu {choice!r}: not 'stock', 'patched' or an existing binary")
-        path = Path(found)
+                f"not a build ({', '.join(BUILDS)}) nor a command on PATH"
+                f" (a file here needs a path, such as ./{choice})")
+        return Path(found)
+    path = Path(choice)
+    if not path.exists():
+        raise MissingArtifact(f"no such file {choice!r}")
     return path
 
 

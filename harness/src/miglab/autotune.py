@@ -49,6 +49,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from . import migration
+from .deadline import DeadlineExceeded
+from .result import Sample
 
 WINDOW_S = 8.0
 MIN_SAMPLES = 10
@@ -129,7 +134,7 @@ class Autotuner:
 
     margin: float = MARGIN
     change_threshold: float = CHANGE_THRESHOLD
-    declared: int = 0  # bytes/s currently set; 0 = QEMU's own estimate
+    declared_bytes_per_s: int = 0  # currently set; 0 = QEMU's own estimate
     changes: list[Change] = field(default_factory=list)
     history: list[tuple[str, TcpSample]] = field(default_factory=list)  # every sample seen
     _filters: dict[str, RateFilter] = field(default_factory=dict)
@@ -163,13 +168,14 @@ class Autotuner:
         if measured is None:
             return None
         target = int(measured * self.margin / 8)
-        if self.declared and abs(target - self.declared) <= self.change_threshold * self.declared:
+        if self.declared_bytes_per_s and abs(target - self.declared_bytes_per_s) <= \
+                self.change_threshold * self.declared_bytes_per_s:
             return None
         reason = (f"TCP delivery rate {measured / 1e6:.0f} Mbit/s (the fastest that"
                   f" {MIN_AGREEING} samples of the last {WINDOW_S:.0f} s agree on) over"
                   f" {len(self._filters)} connection(s) x {self.margin}")
         self.changes.append(Change(round(t_s, 3), target, reason))
-        self.declared = target
+        self.declared_bytes_per_s = target
         return target
 
 
@@ -225,7 +231,6 @@ def _only_pid(text: str, pid: int) -> str:
     return "\n".join(lines)
 
 
-ACTIVE_STATES = {"setup", "active", "pre-switchover", "device"}
 PARAM = "avail-switchover-bandwidth"
 
 
@@ -243,26 +248,87 @@ def find_qmp_owner(socket_path: str, netns: str | None = None) -> int | None:
     return None
 
 
-def follow(command, read: Callable[[float], dict[str, TcpSample]], tuner: Autotuner,
-           log: Callable[[str], None], interval_s: float = 0.2, wait_s: float = 60.0,
-           sample_interval_s: float = 0.1) -> str:
+def _local_port(conn: str) -> str:
+    return conn.split("->", 1)[0].rsplit(":", 1)[-1]
+
+
+class MigrationConnections:
+    """The TCP connections of a QEMU process that belong to its migration.
+
+    Without a port to go by, a production VM's other traffic (VNC, an NBD
+    server for storage migration, guest networking through the host) must
+    not count. The migration's connections are the ones QEMU opens itself
+    (outgoing: their local port is none of the ports QEMU listens on, so a
+    client of one of its servers never counts) after the migration starts
+    (so its outgoing connections opened before, such as a drive-mirror's
+    NBD client, never count). query() records what exists before the
+    migration: the connections seen just before a query-migrate that said
+    no migration was running.
+    """
+
+    def __init__(self, netns: str | None, pid: int) -> None:
+        self.netns, self.pid = netns, pid
+        self.before: set[str] | None = None  # None until a query confirmed it
+        self.listening: set[str] = set()
+
+    def _listening_ports(self) -> set[str]:
+        cmd = ["ss", "-tlnp"]
+        if self.netns:
+            cmd = ["ip", "netns", "exec", self.netns, *cmd]
+        text = _only_pid(subprocess.run(cmd, capture_output=True, text=True).stdout, self.pid)
+        return {m.group(1) for line in text.splitlines()
+                if (m := re.match(r"^(?:LISTEN\s+)?\d+\s+\d+\s+\S+:(\d+)\s", line))}
+
+    def query(self, command: Callable[..., Any]) -> dict[str, Any]:
+        """query-migrate through @command, learning the connections that predate it."""
+        listening = self._listening_ports()
+        existing = set(read_ss(self.netns, None, 0.0, self.pid))
+        info = command("query-migrate")
+        if info.get("status", "none") not in migration.ACTIVE_STATES:
+            self.before, self.listening = existing, listening
+        elif self.before is None:
+            raise AlreadyMigrating(
+                "a migration was already running when autotune attached, so its"
+                " connections cannot be told from the VM's other traffic; give --port")
+        return info
+
+    def read(self, t_s: float) -> dict[str, TcpSample]:
+        before = self.before or set()
+        return {conn: sample for conn, sample in read_ss(self.netns, None, t_s, self.pid).items()
+                if conn not in before and _local_port(conn) not in self.listening}
+
+
+class AlreadyMigrating(RuntimeError):
+    """A migration was under way before we attached: its connections are not known."""
+
+
+def follow(command: Callable[..., Any], read: Callable[[float], dict[str, TcpSample]],
+           tuner: Autotuner, log: Callable[[str], None], interval_s: float = 0.2,
+           wait_s: float = 60.0, sample_interval_s: float = 0.1,
+           query: Callable[[], dict[str, Any]] | None = None) -> str:
     """Tune the parameter of a running source QEMU for one migration.
 
     @command runs a QMP command; @read returns the TCP samples of the migration
-    connection(s). Waits up to @wait_s for a migration to start, tunes while it
-    runs, and returns its final status. The caller restores the parameter.
+    connection(s); @query, if given, replaces query-migrate while waiting for
+    the migration (MigrationConnections.query learns what predates it).
+    Waits up to @wait_s for a migration to start, tunes while it runs, and
+    returns its final status ("none" if none started). The caller restores
+    the parameter.
     """
+    ask = query or (lambda: command("query-migrate"))
+    try:
+        migration.wait_for_status(ask, migration.ACTIVE_STATES, wait_s)
+    except DeadlineExceeded:
+        return "none"
+
+    def on_sample(sample: Sample) -> None:
+        if sample.status == "active" and (value := tuner.decide(sample.t_s)) is not None:
+            command("migrate-set-parameters", **{PARAM: value})
+            log(f"{sample.t_s:7.1f}s set {PARAM} {value} B/s: {tuner.changes[-1].reason}")
+
     started = time.monotonic()
-    seen_active = False
+    samples: list[Sample] = []
     with Sampler(tuner, read, started, sample_interval_s):
-        while True:
-            t = time.monotonic() - started
-            status = command("query-migrate").get("status", "none")
-            if status in ACTIVE_STATES:
-                seen_active = True
-                if status == "active" and (value := tuner.decide(t)) is not None:
-                    command("migrate-set-parameters", **{PARAM: value})
-                    log(f"{t:7.1f}s set {PARAM} {value} B/s: {tuner.changes[-1].reason}")
-            elif seen_active or t > wait_s:
-                return status
-            time.sleep(interval_s)
+        info = migration.follow(lambda: command("query-migrate"), started, None, samples,
+                                on_sample, interval_s)
+    return str(info.get("status", "none"))

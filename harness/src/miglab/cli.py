@@ -8,20 +8,21 @@ Exit status: 0 when the migration completed with the destination intact,
 from __future__ import annotations
 
 import argparse
-import contextlib
+import functools
+import logging
 import os
-import shutil
 import signal
+import stat
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from qemu.qmp.legacy import QEMUMonitorProtocol
-
-from . import artifacts, autotune, report, runner, scenario
+from . import artifacts, autotune, ownership, preflight, report, runner, scenario, verdict
 from .artifacts import MissingArtifact
 from .link import LinkError
+from .monitor import Monitor, QMPError
 from .plot import plot_comparison, plot_run
 from .result import Result
 from .vm import ExecuteError, VMError
@@ -53,6 +54,8 @@ SCENARIO_OPTIONS = {
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="miglab", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log what miglab does (QEMU command lines, cleanup) to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="migrate a guest over a shaped link and judge it")
     run.add_argument("--scenario", type=Path, help="YAML file with the options below as keys")
@@ -75,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
              " then patched and upstream each with none, link and auto)")
     compare.add_argument("--out", type=Path, default=Path("miglab-results"),
                          help="directory for the JSON of every run, logs and table.md")
+    sub.add_parser("cleanup", help="remove what miglab runs that died left behind (their"
+                                   " namespaces, QEMUs, directories), as their records name"
+                                   " it; never anything else")
     tune = sub.add_parser(
         "autotune", help="set avail-switchover-bandwidth of a running source QEMU from the"
                          " kernel's TCP samples of its migration connection(s)")
@@ -91,36 +97,84 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _autotune_target(args: argparse.Namespace) -> int:
+    """The checked options of `miglab autotune`; returns QEMU's pid."""
+    if not 0 < args.wait < float("inf"):
+        raise UsageError(f"--wait {args.wait}: expected a number of seconds above 0")
+    if args.port is not None and not 0 < args.port < 65536:
+        raise UsageError(f"--port {args.port}: expected a TCP port, 1 to 65535")
+    if args.netns is not None and not (ownership.NETNS_DIR / args.netns).exists():
+        raise UsageError(f"--netns {args.netns!r}: no such network namespace"
+                         " (see 'ip netns list')")
+    if not stat.S_ISSOCK(_mode(args.qmp)):
+        raise UsageError(f"--qmp {args.qmp}: not a unix socket")
+    if args.pid is not None:
+        if args.pid <= 0 or ownership.ProcessId.of(args.pid) is None:
+            raise UsageError(f"--pid {args.pid}: no such process")
+        return int(args.pid)
+    pid = autotune.find_qmp_owner(args.qmp, args.netns)
+    if pid is None:
+        raise UsageError(f"--qmp {args.qmp}: no process listens there (in"
+                         f" {'network namespace ' + args.netns if args.netns else 'this'}"
+                         " network namespace); give --pid")
+    return pid
+
+
+def _mode(path: str) -> int:
+    try:
+        return os.stat(path).st_mode
+    except OSError:
+        return 0
+
+
 def cmd_autotune(args: argparse.Namespace) -> int:
-    pid = args.pid or autotune.find_qmp_owner(args.qmp, args.netns)
-    if args.port is None and pid is None:
-        raise UsageError(f"--qmp {args.qmp}: no process listens there; give --pid or --port")
-    qmp = QEMUMonitorProtocol(args.qmp)
+    pid = _autotune_target(args)
+    qmp = Monitor(args.qmp)
     try:
         qmp.connect()
-    except Exception as err:  # qemu.qmp raises several kinds here
+    except (QMPError, OSError) as err:
         raise UsageError(f"--qmp {args.qmp}: {err}") from None
+
+    def log(text: str) -> None:
+        print(f"miglab autotune: {text}", flush=True)
+
     with qmp:
         original = qmp.cmd("query-migrate-parameters").get(autotune.PARAM)
         if original is None:
             raise UsageError(f"this QEMU has no {autotune.PARAM} (it needs upstream 8.2+"
                              " or our patched 7.2)")
-        def read(t: float) -> dict[str, autotune.TcpSample]:
-            return autotune.read_ss(args.netns, args.port, t, pid)
-
-        def log(text: str) -> None:
-            print(f"miglab autotune: {text}", flush=True)
-
         tuner = autotune.Autotuner()
-        log(f"attached to pid {pid}; {autotune.PARAM} was {original}")
+        if args.port is not None:
+            conns = None
+            read = functools.partial(autotune.read_ss, args.netns, args.port, pid=pid)
+            how = f"connections to port {args.port}"
+        else:
+            conns = autotune.MigrationConnections(args.netns, pid)
+            read = conns.read
+            how = "the connections QEMU opens for the migration"
+        log(f"attached to pid {pid}; {autotune.PARAM} was {original}; tuning from {how}")
         try:
-            status = autotune.follow(qmp.cmd, read, tuner, log, wait_s=args.wait)
+            status = autotune.follow(qmp.cmd, read, tuner, log, wait_s=args.wait,
+                                     query=functools.partial(conns.query, qmp.cmd)
+                                     if conns else None)
+        except autotune.AlreadyMigrating as err:
+            raise UsageError(str(err)) from None
         finally:
-            with contextlib.suppress(Exception):
-                qmp.cmd("migrate-set-parameters", **{autotune.PARAM: original})
-                log(f"{autotune.PARAM} restored to {original}")
+            restored = _restore(qmp, original, log)
         log(f"migration {status}; {len(tuner.changes)} change(s)")
+        if not restored:
+            return 1
         return 0 if status == "completed" else 1
+
+
+def _restore(qmp: Monitor, original: int, log: Callable[[str], None]) -> bool:
+    try:
+        qmp.cmd("migrate-set-parameters", **{autotune.PARAM: original})
+    except Exception as err:  # any failure must be seen: the user's value is lost
+        log(f"error: could not restore {autotune.PARAM} to {original}: {err}")
+        return False
+    log(f"{autotune.PARAM} restored to {original}")
+    return True
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -164,25 +218,13 @@ class UsageError(Exception):
     """Bad arguments, or a machine the lab cannot run on: exit 2, start nothing."""
 
 
-def _preflight() -> None:
-    if shutil.which("ip") is None:
-        raise UsageError("needs iproute2's 'ip' and 'tc'")
-    if os.geteuid() != 0:
-        raise UsageError("needs root (it creates network namespaces)")
-
-
-def _passed(result: Result) -> bool:
-    return (result.status == "completed" and result.integrity == "ok"
-            and result.downtime_ms is not None
-            and runner.within_limit(result.downtime_ms, result.downtime_limit_ms))
-
-
 def _run_one(s: scenario.Scenario, logs: Path, live: report.LiveProgress) -> Result | None:
     progress = runner.Progress(stage=live.stage, sample=live.sample)
     try:
         return runner.run(s, logs, progress,
                           on_link_measured=lambda bps: setattr(live, "link_bps", bps))
-    except (runner.RunError, LinkError, VMError, MissingArtifact) as err:
+    except (runner.RunError, LinkError, VMError, QMPError, MissingArtifact,
+            ownership.OwnershipError) as err:
         live.stage(f"error: {err}")
         return None
     except ExecuteError as err:  # QEMU refused a command; its own words
@@ -192,7 +234,8 @@ def _run_one(s: scenario.Scenario, logs: Path, live: report.LiveProgress) -> Res
 
 def cmd_compare(args: argparse.Namespace) -> int:
     variants = _variants(args)
-    _preflight()
+    # the machine's checks (binaries, outputs, memory, root, netem), before anything is made
+    preflight.check(variants, directories={"--out": args.out}, variants=True)
     args.out.mkdir(parents=True, exist_ok=True)
     live = report.LiveProgress()
     rows: list[tuple[str, Result]] = []
@@ -216,16 +259,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     s = _scenario(args)
-    _preflight()
+    # the machine's checks (binaries, outputs, memory, root, netem), before anything is made
+    preflight.check(s, files={"--json": args.json}, directories={"--logs": args.logs})
 
     logs = args.logs or (args.json.with_name(args.json.stem + "-logs") if args.json else None)
-    tmp = None if logs else tempfile.mkdtemp(prefix="miglab-logs-")
+    record = ownership.current()
+    tmp = None
+    if logs is None:  # nowhere to keep them: a private directory, recorded, removed after
+        logs, tmp = record.directory(Path(tempfile.gettempdir()), "miglab-logs-", "run logs")
     live = report.LiveProgress()
     try:
-        result = _run_one(s, logs or Path(tmp or "."), live)
+        result = _run_one(s, logs, live)
     finally:
         if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
+            record.release(tmp)
     if result is None:
         return 2
     live.stage("done")
@@ -233,22 +280,71 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         result.write_json(args.json)
         print(f"result: {args.json}" + (f" (logs: {logs})" if logs else ""))
-    return 0 if _passed(result) else 1
+    return 0 if verdict.passed(result) else 1
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    """Remove what dead runs left, as their records name it; say what."""
+    if os.geteuid() != 0:
+        raise UsageError("needs root (the runs' records are in /run/miglab)")
+    found = False
+    for record in ownership.records():
+        if record.path == getattr(ownership.current_or_none(), "path", None):
+            continue
+        if not record.owner_dead:
+            live = record.live_entries()
+            where = ("another PID namespace" if record.pid_ns != ownership.pid_namespace()
+                     else f"pid {record.owner.pid}")
+            print(f"{record.path.name}: run still alive ({where}); left alone:"
+                  f" {', '.join(e.describe() for e in live) or 'nothing live'}")
+            continue
+        found = True
+        done = record.release_all()
+        for item in done.removed:
+            print(f"{record.path.name}: removed {item}")
+        for item in done.not_removed:
+            print(f"{record.path.name}: could NOT remove {item}")
+        if not done.removed and not done.not_removed:
+            print(f"{record.path.name}: nothing of it was left; record removed")
+    if not found:
+        print("miglab cleanup: no dead run has left anything")
+    return 0
+
+
+def _exit_report() -> str:
+    """What this process removed, and what it could not, after an interruption."""
+    record = ownership.current_or_none()
+    if record is None:
+        return "nothing had been started"
+    left = record.release_all()
+    removed = record.removed
+    text = f"removed {len(removed)} thing(s) it started"
+    if removed:
+        text += f" ({'; '.join(removed)})"
+    if left.not_removed:
+        text += f"; could NOT remove: {'; '.join(left.not_removed)} (see 'miglab cleanup')"
+    else:
+        text += "; nothing it started is left"
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="miglab: %(name)s: %(message)s")
+    if not args.verbose:  # its complaints about a dead peer repeat what miglab says
+        logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
     try:
-        commands = {"run": cmd_run, "compare": cmd_compare, "autotune": cmd_autotune}
+        commands = {"run": cmd_run, "compare": cmd_compare, "autotune": cmd_autotune,
+                    "cleanup": cmd_cleanup}
         return commands[args.command](args)
     except (UsageError, scenario.ScenarioError) as err:
         print(f"miglab: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\nmiglab: interrupted; everything it started has been removed",
-              file=sys.stderr)
+        print(f"\nmiglab: interrupted; {_exit_report()}", file=sys.stderr)
         return 130
 
 

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .ownership import open_log
+
 
 @dataclass(frozen=True)
 class ConsoleLine:
@@ -39,7 +41,7 @@ class Console:
 
     def _run(self) -> None:
         conn = None
-        with open(self.log_path, "w", encoding="utf-8", errors="replace") as log:
+        with open_log(self.log_path, encoding="utf-8", errors="replace") as log:
             while not self._closed and conn is None:
                 try:
                     conn, _ = self._listener.accept()

@@ -1,18 +1,42 @@
 """The test guest: Debian's kernel, our workload as /init, and its console lines.
 
-The workload (guest/workload.c) prints lines starting with "ml:"; this module
-turns the kernel command line into its configuration and its console lines
-back into facts: ready, heartbeats, measured rates, verification passes.
+The workload (guest/workload.c, whose header comment documents every line)
+prints lines starting with "ml:"; this module turns the kernel command line
+into its configuration and its console lines back into facts: ready (with
+the physical addresses of its sets), heartbeats, measured rates,
+verification passes and the corrupt pages they found.
 """
 from __future__ import annotations
 
+import bisect
+import logging
 import re
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from .console import ConsoleLine
+from .console import Console, ConsoleLine
+
+log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
+PAGE_BYTES = 4096
+
+# Memory work (MiB/s of checks and rewrites) that even a slow TCG guest keeps
+# up: verify_deadline_s assumes no more.  A guest alone on this host kept
+# pace with 1.3 GiB/s (600 MiB/s rewritten and checked, 64 verified); 100 is
+# the low end of the 100-300 MiB/s assumed for TCG guests on a busy 2-core
+# host (two guests and QEMU's migration threads).  Erring long is cheap: the
+# wait ends at the pass, and runs to the deadline only when none comes.
+SLOW_GUEST_MEMORY_MIB_PER_S = 100.0
+# Added to every verify deadline: room for a destination that runs slowly
+# right after the switchover (TCG translates all its code afresh) and for the
+# "V" line to cross the emulated serial port and the console socket.
+VERIFY_SLACK_S = 3.0
+
+
+class GuestLineError(ValueError):
+    """A console line is not what the workload prints (or an older workload's)."""
 
 
 @dataclass(frozen=True)
@@ -34,15 +58,64 @@ class Workload:
             f"miglab.verify_rate_mib={self.verify_rate_mib}",
         ]
 
+    @property
+    def owned_bytes(self) -> int:
+        """The memory one verification pass sweeps: the hot set and the zero set."""
+        return (self.hot_set_mib + self.zero_set_mib) * MIB
+
+    @property
+    def owned_pages(self) -> int:
+        return self.owned_bytes // PAGE_BYTES
+
+    @property
+    def sweep_s(self) -> float:
+        """One full verification pass at the workload's paced verify rate.
+
+        0 when the workload owns no pages (it then prints no "V" line at all).
+        """
+        if self.owned_bytes == 0:
+            return 0.0
+        if self.verify_rate_mib <= 0:
+            raise ValueError("verify_rate_mib must be positive for the memory to be checked")
+        return self.owned_bytes / (self.verify_rate_mib * MIB)
+
+    @property
+    def demanded_memory_mib_per_s(self) -> float:
+        """Memory work the workload asks of the guest's CPU, MiB/s.
+
+        Each rewrite is a check of the page (a read) and its fill (a write);
+        the sweep reads at the verify rate.
+        """
+        return 2.0 * (self.dirty_rate_mib + self.zero_rate_mib) + self.verify_rate_mib
+
+    @property
+    def verify_deadline_s(self) -> float:
+        """How long after a moment a pass that started after it has surely ended.
+
+        The pass in progress at the moment ends within one sweep, the next one
+        (the first to start after the moment) within a second sweep: two
+        sweeps at the paced rate.  A guest too slow for all the work asked of
+        it falls behind on every paced activity alike, so the sweep is
+        stretched by what is asked over what the slowest TCG guest does
+        (SLOW_GUEST_MEMORY_MIB_PER_S), never shrunk; then VERIFY_SLACK_S for a
+        cold destination and the console.  E.g. the showcase's 32 MiB at
+        40 MiB/s, verified at 64 MiB/s: 2 x 0.5 s x 1.44 + 3 s = 4.4 s.
+        """
+        stretch = max(1.0, self.demanded_memory_mib_per_s / SLOW_GUEST_MEMORY_MIB_PER_S)
+        return 2.0 * self.sweep_s * stretch + VERIFY_SLACK_S
+
 
 # quiet: the serial console is slow, and boot messages only delay the workload.
 BASE_KERNEL_ARGS = ["console=ttyS0", "quiet", "panic=0"]
 
 READY = r"^ml:READY "
+HEARTBEAT = r"^ml:H "
 _HEARTBEAT = re.compile(r"^ml:H (\d+)$")
 _RATES = re.compile(r"^ml:R (\d+) dirty_bps=(\d+) zero_bps=(\d+)$")
 _VERIFY = re.compile(r"^ml:V (\d+) pages=(\d+) bad=(\d+)$")
-_CORRUPT = re.compile(r"^ml:C (\d+) ")
+_CORRUPT_ANY = re.compile(r"^ml:C ")
+_CORRUPT = re.compile(r"^ml:C set=(\w+) page=(\d+) paddr=0x([0-9a-fA-F]+)(?: (.*))?$")
+_READY_FIELD = re.compile(r"(\w+)=(0x[0-9a-fA-F]+|\d+)")
 # Signs of a dying kernel, whatever the workload managed to print.
 _KERNEL_DEATH = re.compile(r"Kernel panic|general protection fault|BUG:|list_add corruption"
                            r"|Oops:|invalid opcode")
@@ -52,16 +125,59 @@ def kernel_command_line(workload: Workload) -> str:
     return " ".join(BASE_KERNEL_ARGS + workload.kernel_args())
 
 
+@dataclass(frozen=True)
+class CorruptPage:
+    """One "ml:C" line: a page of the workload's that did not hold what it wrote."""
+
+    set_name: str  # "hot" or "zero"; "unparsed" for a line in an unknown format
+    page: int  # index in its set; -1 if unparsed
+    paddr: int  # guest-physical address; 0 if the guest could not tell, -1 if unparsed
+    detail: str  # the rest of the line (what was expected and found, and by whom)
+
+
+@dataclass(frozen=True)
+class ReadyInfo:
+    """The "ml:READY" line: the workload's configuration and where its sets are."""
+
+    fields: dict[str, int]  # every KEY=VALUE on the line
+    hot_paddr0: int  # guest-physical address of hot page 0, 0 if there is no hot set
+    zero_paddr0: int  # the same for zero page 0
+
+
+def parse_ready(text: str) -> ReadyInfo:
+    """The facts of a READY line; GuestLineError if it is not one of this workload's."""
+    if not re.match(READY, text):
+        raise GuestLineError(f"not a READY line: {text!r}")
+    fields = {key: int(value, 0) for key, value in _READY_FIELD.findall(text)}
+    missing = [key for key in ("hot_paddr0", "zero_paddr0") if key not in fields]
+    if missing:
+        raise GuestLineError(f"READY line without {', '.join(missing)} (an initramfs older"
+                             f" than the harness? rebuild it with ninja): {text!r}")
+    return ReadyInfo(fields, fields["hot_paddr0"], fields["zero_paddr0"])
+
+
+def parse_corrupt(text: str) -> CorruptPage:
+    """An "ml:C" line as a CorruptPage; one in an unknown format still is one."""
+    if m := _CORRUPT.match(text):
+        return CorruptPage(m.group(1), int(m.group(2)), int(m.group(3), 16), m.group(4) or "")
+    if not _CORRUPT_ANY.match(text):
+        raise GuestLineError(f"not a corrupt-page line: {text!r}")
+    # Fail safe: a corruption report we cannot read is still a corruption.
+    log.warning("corrupt-page line in an unknown format: %r", text)
+    return CorruptPage("unparsed", -1, -1, text[len("ml:C "):])
+
+
 @dataclass
 class GuestReport:
     """What one console says about the guest after a given moment."""
 
     heartbeats: list[float]  # host arrival times
     verify_passes: int  # complete passes that started after the moment
-    bad_pages: int  # found by those passes (and any corrupt-page line)
+    bad_pages: int  # found by the passes that ended after it, and by the one still open
     dirty_bps: list[int]
     zero_bps: list[int]
     kernel_errors: list[str]
+    corrupt_pages: list[CorruptPage] = field(default_factory=list)  # every "C" line
 
     @property
     def memory_verified(self) -> bool:
@@ -73,10 +189,14 @@ def read_console(lines: Iterable[ConsoleLine], after: float = 0.0) -> GuestRepor
 
     A verification pass is counted only if it started after @after: the first
     "V" line after the moment closes a pass that began before it, so it is
-    skipped; its corrupt pages still count.
+    skipped; its corrupt pages still count.  A pass's "bad=" counts every
+    corrupt page it found (its "C" lines are capped), so "C" lines count on
+    their own only while their pass has not ended: the guest may die or the
+    console be read before its "V" line.
     """
     report = GuestReport([], 0, 0, [], [], [])
     seen_first_verify = False
+    open_pass_corrupt = 0  # "C" lines since the last "V"
     for line in lines:
         if line.host_time < after:
             continue
@@ -88,14 +208,41 @@ def read_console(lines: Iterable[ConsoleLine], after: float = 0.0) -> GuestRepor
                 report.verify_passes += 1
             report.bad_pages += int(m.group(3))
             seen_first_verify = True
-        elif _CORRUPT.match(text):
-            continue  # counted through the pass's "bad=" total
+            open_pass_corrupt = 0
+        elif _CORRUPT_ANY.match(text):
+            report.corrupt_pages.append(parse_corrupt(text))
+            open_pass_corrupt += 1
         elif m := _RATES.match(text):
             report.dirty_bps.append(int(m.group(2)))
             report.zero_bps.append(int(m.group(3)))
         elif _KERNEL_DEATH.search(text):
             report.kernel_errors.append(text.strip())
+    report.bad_pages += open_pass_corrupt
     return report
+
+
+def wait_for_checked_pass(console: Console, after: float, deadline_s: float) -> bool:
+    """Wait until a verification pass that started after host time @after has ended.
+
+    That is the second "V" line arriving after @after (the first closes a pass
+    that began before).  @deadline_s counts from @after (Workload.verify_deadline_s
+    is made for it); False if the pass has not ended by then.
+    """
+    deadline = after + deadline_s
+    lines = console.lines()
+    # Lines are appended in arrival order, so their times are sorted.
+    since = bisect.bisect_left([line.host_time for line in lines], after)
+    first = console.wait_for(_VERIFY.pattern, max(0.0, deadline - time.monotonic()), since)
+    if first is None:
+        return False
+    m = _VERIFY.match(first.text)
+    assert m  # wait_for matched the same pattern
+    # Pass numbers only grow (they continue on a migrated guest), so the
+    # next one is found by number, without knowing the first one's index.
+    closing = rf"^ml:V {int(m.group(1)) + 1} "
+    # With no time left, wait_for still looks once at the lines already in.
+    left = max(0.0, deadline - time.monotonic())
+    return console.wait_for(closing, left, since) is not None
 
 
 def blackout_ms(before: list[float], after: list[float]) -> float | None:

@@ -1,38 +1,42 @@
 """What miglab runs leave on the machine: for checking that they leave nothing.
 
-A snapshot before and after a run; what is new afterwards was left behind.
+Only what the runs' own records (ownership.py) name, and only while it
+still matches, counts: a host's own VMs, namespaces and temp directories,
+whatever their names, are none of our business. A snapshot before and
+after a run; what is new afterwards was left behind.
 """
 from __future__ import annotations
 
-import subprocess
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
-from .link import NETNS_PREFIX, existing_namespaces
-from .vm import TMP_PREFIX
+from . import ownership
 
 
 @dataclass(frozen=True)
 class Snapshot:
     namespaces: frozenset[str]
-    qemu_pids: frozenset[int]
-    tmpdirs: frozenset[str]
+    processes: frozenset[str]  # "what (pid N)"
+    directories: frozenset[str]
 
-    def new_since(self, before: Snapshot) -> dict[str, set]:
+    def new_since(self, before: Snapshot) -> dict[str, set[str]]:
         """What exists now and did not before, by kind; empty when nothing was left."""
         found = {
             "network namespaces": set(self.namespaces - before.namespaces),
-            "QEMU processes": set(self.qemu_pids - before.qemu_pids),
-            "temp directories": set(self.tmpdirs - before.tmpdirs),
+            "processes": set(self.processes - before.processes),
+            "directories": set(self.directories - before.directories),
         }
         return {kind: items for kind, items in found.items() if items}
 
+    @property
+    def qemu_pids(self) -> frozenset[int]:
+        return frozenset(int(p.rsplit("pid ", 1)[1].rstrip(")")) for p in self.processes
+                         if "QEMU" in p)
+
 
 def snapshot() -> Snapshot:
-    out = subprocess.run(["pgrep", "-f", "qemu-system-x86_64"], capture_output=True, text=True)
+    live = [e for record in ownership.records() for e in record.live_entries()]
     return Snapshot(
-        frozenset(ns for ns in existing_namespaces() if ns.startswith(NETNS_PREFIX)),
-        frozenset(int(p) for p in out.stdout.split()),
-        frozenset(str(p) for p in Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}*")),
+        frozenset(e.name for e in live if e.kind == "namespace"),
+        frozenset(e.describe() for e in live if e.kind == "process"),
+        frozenset(e.name for e in live if e.kind == "directory"),
     )

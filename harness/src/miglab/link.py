@@ -2,20 +2,18 @@
 
 Like VM, a Link is a context manager whose teardown runs on every path and
 is idempotent: deleting the namespaces removes the veth pair and every
-qdisc with them. Names are unique per run, so concurrent runs and leftovers
-of a killed run never collide.
+qdisc with them. The namespaces are recorded in the run's record
+(ownership.py) before they are made, so a killed run's are found and
+removed by the record, never by their names.
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import re
 import secrets
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass
 
+from . import ownership
 from .units import human_bits
 
 # RFC 2544's benchmarking range: never routed, only inside our namespaces.
@@ -30,6 +28,7 @@ CHECK_LOW, CHECK_HIGH = 0.80, 1.20
 # instead of the kernel's default 15 (about 15 min), so a migration over a
 # cut link fails in seconds, as an operator would want to see in a lab.
 TCP_RETRIES = 5
+PROBE_SLACK_S = 15.0  # a link check's processes start, connect and report within this
 
 
 class LinkError(RuntimeError):
@@ -88,48 +87,52 @@ def existing_namespaces() -> list[str]:
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
-def _alive(pid: int) -> bool:
-    return os.path.exists(f"/proc/{pid}")
+_netem: bool | None = None  # the probe's answer, once asked
 
 
-def reap_stale() -> list[str]:
-    """Remove what runs killed outright (SIGKILL) left: their namespaces and the
-    QEMUs inside. Names carry the creating process's pid, so a namespace whose
-    creator is gone belongs to nobody."""
-    reaped = []
-    for ns in existing_namespaces():
-        m = re.match(rf"{NETNS_PREFIX}(\d+)-", ns)
-        if not m or _alive(int(m.group(1))):
-            continue
-        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
-                              text=True).stdout.split()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pid), signal.SIGKILL)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        reaped.append(ns)
-    return reaped
+def netem_available() -> bool:
+    """Whether this kernel has the netem qdisc (delay, jitter, loss).
+
+    Asked of tc in a throwaway network namespace of its own (`unshare --net`):
+    it has no name and dies with the probe, so nothing is left whatever
+    happens. True when the probe cannot tell (no unshare, not root): then
+    Link.setup still says so, after the fact.
+    """
+    global _netem
+    if _netem is None:
+        try:
+            proc = subprocess.run(["unshare", "--net", "tc", "qdisc", "add", "dev", "lo",
+                                   "root", "netem", "delay", "1ms"],
+                                  capture_output=True, text=True, timeout=10)
+            _netem = proc.returncode == 0 or "qdisc kind is unknown" not in proc.stderr
+        except (OSError, subprocess.TimeoutExpired):
+            _netem = True
+    return _netem
 
 
 class Link:
     def __init__(self, config: LinkConfig) -> None:
         self.config = config
-        tag = f"{os.getpid()}-{secrets.token_hex(3)}"
+        # 48 random bits: unique without asking anyone; the run's record, not
+        # the name, says the namespaces are ours.
+        tag = secrets.token_hex(6)
         self.src_ns = f"{NETNS_PREFIX}{tag}-src"
         self.dst_ns = f"{NETNS_PREFIX}{tag}-dst"
-        # interface names are limited to 15 characters
+        # interface names are limited to 15 characters; they vanish with the namespaces
         short = secrets.token_hex(4)
         self._src_dev = f"mls{short}"
         self._dst_dev = f"mld{short}"
-        self._made: list[str] = []
+        self._made: list[ownership.Entry] = []
 
     # -- lifecycle -------------------------------------------------------
     def setup(self) -> None:
-        reap_stale()
+        record = ownership.current()
         try:
             for ns in (self.src_ns, self.dst_ns):
-                _run("ip", "netns", "add", ns)
-                self._made.append(ns)
+                try:
+                    self._made.append(record.namespace(ns, "link end"))
+                except subprocess.CalledProcessError as err:
+                    raise LinkError(f"ip netns add {ns}: {err.stderr.strip()}") from None
                 _run("ip", "-n", ns, "link", "set", "lo", "up")
                 _run("ip", "netns", "exec", ns, "sysctl", "-qw",
                      f"net.ipv4.tcp_retries2={TCP_RETRIES}")
@@ -172,11 +175,15 @@ class Link:
         _run("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "parent", "1:",
              "handle", "2:", *tbf)
 
-    def teardown(self) -> None:
-        # Deleting a namespace deletes its veth end (and so the pair) and qdiscs.
+    def teardown(self) -> ownership.Removal:
+        """Delete the namespaces (and with them the veth pair and every qdisc).
+
+        The record's release kills none of a user's processes: only ours are
+        ever in these namespaces, and they are released before the link."""
+        done = ownership.Removal()
         while self._made:
-            ns = self._made.pop()
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            done.extend(ownership.current().release(self._made.pop()))
+        return done
 
     def __enter__(self) -> Link:
         self.setup()
@@ -199,19 +206,31 @@ class Link:
     def measure(self, seconds: float = 2.0, port: int = 5201) -> LinkCheck:
         """TCP goodput from the source to the destination namespace."""
         probe = [sys.executable, "-m", "miglab.linkprobe"]
-        recv = subprocess.Popen(["ip", "netns", "exec", self.dst_ns, *probe, "recv",
-                                 DST_ADDR, str(port)], stdout=subprocess.PIPE, text=True)
+        record = ownership.current()
+        recv, recv_entry = ownership.spawn([*probe, "recv", DST_ADDR, str(port)],
+                                           "link probe receiver", self.dst_ns,
+                                           stdout=subprocess.PIPE, text=True)
+        send, send_entry = None, None
         try:
             assert recv.stdout
             if recv.stdout.readline().strip() != "listening":
                 raise LinkError("link check: the receiver did not start")
-            _run("ip", "netns", "exec", self.src_ns, *probe, "send", DST_ADDR, str(port),
-                 str(seconds))
-            out, _ = recv.communicate(timeout=30)
+            send, send_entry = ownership.spawn(
+                [*probe, "send", DST_ADDR, str(port), str(seconds)], "link probe sender",
+                self.src_ns, stderr=subprocess.PIPE, text=True)
+            _, err = send.communicate(timeout=seconds + PROBE_SLACK_S)
+            if send.returncode != 0:
+                raise LinkError(f"link check: the sender failed: {err.strip()}")
+            out, _ = recv.communicate(timeout=PROBE_SLACK_S)
             total, elapsed = out.split()
-        except BaseException:
-            recv.kill()
-            recv.wait()
-            raise
+        except subprocess.TimeoutExpired:
+            raise LinkError(f"link check: no result within {seconds + PROBE_SLACK_S:.0f}s"
+                            ) from None
+        finally:
+            for proc, entry in ((send, send_entry), (recv, recv_entry)):
+                if proc and entry:
+                    proc.kill()
+                    proc.wait()
+                    record.release(entry)
         return LinkCheck(self.config.rate_bps, int(total) * 8 / float(elapsed))
 

@@ -1,50 +1,65 @@
-"""The migration driver: configure, start, monitor, decide.
+"""The migration driver: configure, start, follow, decide.
 
 Each step is a small function over two running VMs; run() strings them
-together and returns the outcome with the time series it sampled. What the
-guests say about it (alive, memory intact) is checked by the caller, which
-owns the guests.
+together and returns the outcome with the time series it sampled. follow()
+is the one loop that watches a migration: the runner, `miglab autotune`
+and the avocado suites all use it. What the guests say about the migration
+(alive, memory intact) is checked by the caller, which owns the guests.
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+from .deadline import DeadlineExceeded, wait_for
+from .monitor import ExecuteError, QMPTimeout
 from .result import Sample
+from .verdict import Status
 from .vm import VM
 
+log = logging.getLogger(__name__)
+
 FINAL_STATES = {"completed", "failed", "cancelled"}
+# Before "migrate" and after "migrate_cancel" has been answered.
+ACTIVE_STATES = {"setup", "active", "pre-switchover", "device", "postcopy-active",
+                 "wait-unplug", "cancelling"}
 SAMPLE_INTERVAL_S = 0.2
+CANCEL_TIMEOUT_S = 30.0
 
 
 @dataclass
 class MigrationSettings:
     downtime_limit_ms: int = 300
-    max_bandwidth: int | None = None  # bytes/s; None leaves QEMU's default
-    # bytes/s; None never mentions the parameter (so stock QEMU works)
-    avail_switchover_bandwidth: int | None = None
+    max_bandwidth_bytes_per_s: int | None = None  # None leaves QEMU's default
+    # None never mentions the parameter (so stock QEMU works)
+    avail_switchover_bandwidth_bytes_per_s: int | None = None
     capabilities: dict[str, bool] = field(default_factory=dict)
 
     def parameters(self) -> dict[str, int]:
         out = {"downtime-limit": self.downtime_limit_ms}
-        if self.max_bandwidth is not None:
-            out["max-bandwidth"] = self.max_bandwidth
-        if self.avail_switchover_bandwidth is not None:
-            out["avail-switchover-bandwidth"] = self.avail_switchover_bandwidth
+        if self.max_bandwidth_bytes_per_s is not None:
+            out["max-bandwidth"] = self.max_bandwidth_bytes_per_s
+        if self.avail_switchover_bandwidth_bytes_per_s is not None:
+            out["avail-switchover-bandwidth"] = self.avail_switchover_bandwidth_bytes_per_s
         return out
 
 
 @dataclass
 class Outcome:
-    status: str  # completed, not-converged, failed
+    status: Status
     samples: list[Sample]
     downtime_ms: int | None = None
     total_time_ms: int | None = None
     error: str | None = None
     started_at: float = 0.0  # host monotonic time
     ended_at: float = 0.0
+
+
+Query = Callable[[], dict[str, Any]]
 
 
 def configure(src: VM, dst: VM, settings: MigrationSettings) -> None:
@@ -62,47 +77,66 @@ def start(src: VM, dst: VM, uri: str) -> float:
     return started
 
 
-def sample(src: VM, started: float) -> tuple[Sample, dict]:
-    info = src.command("query-migrate")
-    return Sample.from_query(time.monotonic() - started, info), info
-
-
-def monitor(src: VM, started: float, deadline_s: float,
-            on_sample: Callable[[Sample], None] | None = None) -> tuple[list[Sample], dict]:
-    """Sample query-migrate until a final state or the deadline; return the series."""
-    samples: list[Sample] = []
-    info: dict = {}
+def follow(query: Query, started: float, deadline_s: float | None,
+           samples: list[Sample], on_sample: Callable[[Sample], None] | None = None,
+           interval_s: float = SAMPLE_INTERVAL_S) -> dict[str, Any]:
+    """Sample query-migrate into @samples until a final state (or the migration
+    has gone, status "none" after it was seen), or @deadline_s seconds after
+    @started; returns the last answer. Errors of the monitor propagate."""
+    seen = False
     while True:
-        s, info = sample(src, started)
-        samples.append(s)
+        info = query()
+        sample = Sample.from_query(time.monotonic() - started, info)
+        samples.append(sample)
         if on_sample:
-            on_sample(s)
-        if s.status in FINAL_STATES or s.t_s >= deadline_s:
-            return samples, info
-        time.sleep(SAMPLE_INTERVAL_S)
+            on_sample(sample)
+        seen = seen or sample.status in ACTIVE_STATES
+        if sample.status in FINAL_STATES or (seen and sample.status == "none"):
+            return info
+        if deadline_s is not None and sample.t_s >= deadline_s:
+            return info
+        time.sleep(interval_s)
+
+
+def wait_for_status(query: Query, states: set[str], timeout_s: float,
+                    interval_s: float = 0.2) -> str:
+    """Wait until query-migrate's status is one of @states; returns it."""
+    return wait_for(lambda: (s if (s := query().get("status", "none")) in states else None),
+                    timeout_s, f"migration status {' or '.join(sorted(states))}", interval_s)
 
 
 def decide(samples: list[Sample], info: dict, ended: float, started: float) -> Outcome:
     last = samples[-1]
     if last.status == "completed":
-        return Outcome("completed", samples, downtime_ms=info.get("downtime"),
-                       total_time_ms=info.get("total-time"), started_at=started, ended_at=ended)
+        return Outcome(Status.COMPLETED, samples, downtime_ms=info.get("downtime"),
+                       total_time_ms=info.get("total-time"), started_at=started,
+                       ended_at=ended)
     if last.status in ("failed", "cancelled"):
-        return Outcome("failed", samples, error=info.get("error-desc", last.status),
+        return Outcome(Status.FAILED, samples, error=info.get("error-desc", last.status),
                        started_at=started, ended_at=ended)
-    return Outcome("not-converged", samples, started_at=started, ended_at=ended)
+    return Outcome(Status.NOT_CONVERGED, samples, started_at=started, ended_at=ended)
 
 
-def cancel(src: VM, timeout_s: float = 30.0) -> str:
+def cancel(src: VM, timeout_s: float = CANCEL_TIMEOUT_S) -> str:
     """Cancel a migration that is still running and wait until the source runs again."""
     src.command("migrate_cancel")
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = src.command("query-migrate").get("status", "none")
-        if status in FINAL_STATES:
-            return status
-        time.sleep(0.1)
-    return "cancelling"
+    try:
+        return wait_for_status(lambda: src.command("query-migrate"), FINAL_STATES, timeout_s,
+                               interval_s=0.1)
+    except DeadlineExceeded:
+        return "cancelling"
+
+
+def _failure(src: VM, dst: VM, err: Exception) -> str:
+    """What to tell the user when the source's monitor failed mid-migration."""
+    for vm in (src, dst):
+        if vm.exitcode is not None:
+            last = vm.stderr_tail(1)
+            return (f"{vm.name} QEMU exited (code {vm.exitcode})"
+                    + (f": {last}" if last else ""))
+    if isinstance(err, QMPTimeout):
+        return f"source QEMU stopped answering: {err}"
+    return f"source QEMU monitor failed: {type(err).__name__}: {err}"
 
 
 def run(src: VM, dst: VM, settings: MigrationSettings, uri: str, deadline_s: float,
@@ -110,12 +144,26 @@ def run(src: VM, dst: VM, settings: MigrationSettings, uri: str, deadline_s: flo
         during: Callable[[float], contextlib.AbstractContextManager[object]] | None = None
         ) -> Outcome:
     """@during(started), if given, is entered once the migration started and
-    left when it ended (say, a thread that watches the connection)."""
+    left when it ended (say, a thread that watches the connection).
+
+    A source QEMU that dies or stops answering makes a failed Outcome that
+    says so (with its last stderr line), not an exception."""
     configure(src, dst, settings)
     started = start(src, dst, uri)
-    with during(started) if during else contextlib.nullcontext():
-        samples, info = monitor(src, started, deadline_s, on_sample)
+    samples: list[Sample] = []
+    try:
+        with during(started) if during else contextlib.nullcontext():
+            info = follow(lambda: src.command("query-migrate"), started, deadline_s,
+                          samples, on_sample)
+    except ExecuteError:
+        raise
+    except Exception as err:  # the monitor's errors: timeout, EOF, connection reset
+        log.warning("following the migration: %s", err)
+        return Outcome(Status.FAILED, samples, error=_failure(src, dst, err),
+                       started_at=started, ended_at=time.monotonic())
     outcome = decide(samples, info, time.monotonic(), started)
-    if outcome.status == "not-converged":
+    if outcome.status == Status.NOT_CONVERGED:
         cancel(src)
+    elif outcome.status == Status.FAILED and dst.exitcode is not None:
+        outcome.error = f"{outcome.error}; {_failure(src, dst, RuntimeError())}"
     return outcome

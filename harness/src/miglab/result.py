@@ -6,9 +6,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-STATUSES = ("completed", "not-converged", "failed")
-INTEGRITY = ("ok", "corrupt", "not-checked")
-
 
 @dataclass
 class Sample:
@@ -42,8 +39,8 @@ class Sample:
 class Result:
     """Everything a run found; the verdict fields first."""
 
-    status: str  # one of STATUSES
-    integrity: str  # one of INTEGRITY
+    status: str  # a verdict.Status
+    integrity: str  # a verdict.Integrity
     downtime_ms: int | None
     observed_blackout_ms: float | None
     downtime_limit_ms: int
@@ -51,7 +48,7 @@ class Result:
     link_rate_bps: float | None  # measured on the link before migrating (bits/s)
     estimated_bandwidth_bps: float | None  # QEMU's last estimate (bits/s)
     switchover_bandwidth_bps: float  # declared (bits/s); 0 when none
-    avail_switchover_bandwidth: int | None = None  # the parameter as set (bytes/s)
+    avail_switchover_bandwidth_bytes_per_s: int | None = None  # the parameter as set
     destination_alive: bool | None = None
     source_alive: bool | None = None
     error: str | None = None
@@ -59,6 +56,7 @@ class Result:
     qemu: str = ""
     accel: str = ""
     scenario: dict[str, Any] = field(default_factory=dict)
+    corrupt_pages: list[str] = field(default_factory=list)  # as the guest reported them
     reasons: list[str] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
 

@@ -9,31 +9,31 @@ Ctrl-C tears everything down.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import artifacts, migration
+from . import artifacts, migration, verdict
 from .autotune import PARAM, Autotuner, Sampler, read_ss
-from .guest import READY, blackout_ms, read_console
+from .guest import HEARTBEAT, READY, GuestReport, blackout_ms, read_console, wait_for_checked_pass
 from .link import DST_ADDR, Link, LinkCheck
 from .migration import Outcome
 from .result import Result, Sample
 from .scenario import Scenario
-from .units import human_bits
+from .verdict import Integrity, Status
 from .vm import VM, VMConfig, VMError
+
+log = logging.getLogger(__name__)
 
 MIGRATION_PORT = 4444
 READY_TIMEOUT_S = 120.0
 KVM_READY_TIMEOUT_S = 45.0  # a kernel that hangs under KVM (PVM hosts) is given up
-SETTLE_S = 2.0  # after the migration: room for the kernel to trip and two verify passes
-DOWNTIME_ALLOWANCE = 1.10  # the final device state rides on top of RAM
-
-
-def within_limit(downtime_ms: int, limit_ms: int) -> bool:
-    return downtime_ms <= limit_ms * DOWNTIME_ALLOWANCE
+# After a switchover a guest that resumed prints a heartbeat within
+# milliseconds; one that has not within this is dead or stopped.
+FIRST_HEARTBEAT_TIMEOUT_S = 3.0
 
 
 class RunError(RuntimeError):
@@ -104,71 +104,66 @@ def _check_link(link: Link, progress: Progress) -> LinkCheck:
 
 
 def _verdict_reasons(s: Scenario, outcome: Outcome, check: LinkCheck,
-                     estimate_bps: float | None, declared: int | None) -> list[str]:
-    reasons = []
-    link_bps = check.measured_bps
-    if estimate_bps:
-        reasons.append(f"QEMU's bandwidth estimate {human_bits(estimate_bps)} is"
-                       f" {estimate_bps / link_bps:.0%} of the measured link"
-                       f" {human_bits(link_bps)}")
-    if declared:
-        declared_bps = declared * 8
-        how = "automatic (kernel TCP samples)" if s.switchover_auto else "declared"
-        reasons.append(f"{how} switchover bandwidth {human_bits(declared_bps)} is"
-                       f" {declared_bps / link_bps:.0%} of the measured link")
-        if declared_bps > link_bps * 1.05:
-            reasons.append("the declared bandwidth is above the measured link rate:"
-                           " the real downtime can exceed the limit")
-    else:
-        reasons.append("no switchover bandwidth declared: QEMU decides on its estimate")
+                     estimate_bps: float | None, declared_bytes_per_s: int | None,
+                     guests: GuestVerdict) -> list[str]:
+    reasons = verdict.bandwidth_reasons(check.measured_bps, estimate_bps,
+                                        (declared_bytes_per_s or 0) * 8, s.switchover_auto)
     last = outcome.samples[-1] if outcome.samples else None
-    if outcome.status == "not-converged" and last:
+    if outcome.status == Status.NOT_CONVERGED and last:
         reasons.append(f"still iterating after {s.timeout_s:.0f}s: expected downtime"
                        f" {last.expected_downtime_ms} ms > limit {s.downtime_limit_ms} ms")
-    if outcome.status == "completed" and outcome.downtime_ms is not None:
-        if within_limit(outcome.downtime_ms, s.downtime_limit_ms):
-            reasons.append(f"downtime {outcome.downtime_ms} ms within the limit"
-                           f" {s.downtime_limit_ms} ms")
-        else:
-            reasons.append(f"downtime {outcome.downtime_ms} ms exceeds the limit"
-                           f" {s.downtime_limit_ms} ms")
+    if outcome.status == Status.COMPLETED and outcome.downtime_ms is not None:
+        reasons.append(verdict.downtime_reason(outcome.downtime_ms, s.downtime_limit_ms))
     if outcome.error:
         reasons.append(f"QEMU: {outcome.error}")
-    return reasons
+    which = "destination" if outcome.status == Status.COMPLETED else "source"
+    alive = guests.destination_alive if which == "destination" else guests.source_alive
+    return reasons + verdict.guest_reasons(guests.report, which, alive)
 
 
 @dataclass
 class GuestVerdict:
-    integrity: str
+    integrity: Integrity
     destination_alive: bool | None
     source_alive: bool | None
     blackout_ms: float | None
+    report: GuestReport | None = None
 
 
-def _check_guests(outcome: Outcome, src: VM, dst: VM) -> GuestVerdict:
-    """After a completion the destination must run on intact; otherwise the source."""
-    time.sleep(SETTLE_S)
-    assert src.console and dst.console
-    now = time.monotonic()
-    if outcome.status == "completed":
-        # Everything the destination printed came after it resumed.
-        checked = read_console(dst.console.lines())
-        source_beats = read_console(src.console.lines()).heartbeats
-        blackout = blackout_ms(source_beats, checked.heartbeats)
-    else:
-        checked = read_console(src.console.lines(), after=outcome.ended_at)
-        blackout = None
-    alive = bool(checked.heartbeats) and now - checked.heartbeats[-1] < 1.0
-    if checked.memory_verified and alive:
-        integrity = "ok"
-    elif checked.bad_pages or checked.kernel_errors:
-        integrity = "corrupt"
-    else:
-        integrity = "not-checked"
+def _check_guests(s: Scenario, outcome: Outcome, src: VM, dst: VM) -> GuestVerdict:
+    """After a completion the destination must run on intact; otherwise the source.
+
+    Waits for events, not for a fixed time: the guest's first heartbeat
+    after the migration ended, then a whole verification pass that started
+    after it (every page the workload owns), with a deadline that follows
+    from the memory to sweep and the verify rate."""
+    completed = outcome.status == Status.COMPLETED
+    guest = dst if completed else src
+    assert guest.console and src.console
+    # Everything the destination printed came after it resumed.
+    after = 0.0 if completed else outcome.ended_at
+    workload = s.workload()
+    ended = outcome.ended_at
+    if guest.running and guest.console.wait_for(
+            HEARTBEAT, FIRST_HEARTBEAT_TIMEOUT_S, since=_first_line_after(guest, ended)):
+        wait_for_checked_pass(guest.console, ended, workload.verify_deadline_s)
+    checked = read_console(guest.console.lines(), after=after)
+    is_alive = verdict.alive(checked.heartbeats, time.monotonic())
+    blackout = None
+    if completed:
+        blackout = blackout_ms(read_console(src.console.lines()).heartbeats,
+                               checked.heartbeats)
+    integrity = verdict.integrity(checked, is_alive)
     # The guest that should run on is judged; the other side is not applicable.
-    if outcome.status == "completed":
-        return GuestVerdict(integrity, alive, None, blackout)
-    return GuestVerdict(integrity, None, alive, blackout)
+    if completed:
+        return GuestVerdict(integrity, is_alive, None, blackout, checked)
+    return GuestVerdict(integrity, None, is_alive, blackout, checked)
+
+
+def _first_line_after(vm: VM, after: float) -> int:
+    assert vm.console
+    lines = vm.console.lines()
+    return next((i for i, line in enumerate(lines) if line.host_time >= after), len(lines))
 
 
 @dataclass
@@ -235,10 +230,10 @@ def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
           tuner: Autotuner | None = None) -> Result:
     """The Result of a migration that ran in @env: guests checked, reasons given."""
     progress = progress or Progress.silent()
-    declared = tuner.declared if tuner else env.scenario.switchover_bandwidth
-    progress.stage(f"migration {outcome.status}; checking the guests")
     s = env.scenario
-    guests = _check_guests(outcome, env.src, env.dst)
+    declared = tuner.declared_bytes_per_s if tuner else s.switchover_bandwidth_bytes_per_s
+    progress.stage(f"migration {outcome.status}; checking the guests")
+    guests = _check_guests(s, outcome, env.src, env.dst)
     estimate = next((x.mbps * 1e6 for x in reversed(outcome.samples)
                      if x.status == "active" and x.mbps > 0), None)
     return Result(
@@ -246,11 +241,14 @@ def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
         observed_blackout_ms=None if guests.blackout_ms is None else round(guests.blackout_ms, 1),
         downtime_limit_ms=s.downtime_limit_ms, total_time_ms=outcome.total_time_ms,
         link_rate_bps=round(env.check.measured_bps), estimated_bandwidth_bps=estimate,
-        switchover_bandwidth_bps=(declared or 0) * 8, avail_switchover_bandwidth=declared,
+        switchover_bandwidth_bps=(declared or 0) * 8,
+        avail_switchover_bandwidth_bytes_per_s=declared,
         autotune=[asdict(c) for c in tuner.changes] if tuner else [],
         destination_alive=guests.destination_alive, source_alive=guests.source_alive,
         error=outcome.error, qemu=_qemu_label(env), accel=env.accel, scenario=s.to_dict(),
-        reasons=_verdict_reasons(s, outcome, env.check, estimate, declared),
+        corrupt_pages=[verdict.describe_page(p) for p in guests.report.corrupt_pages]
+        if guests.report else [],
+        reasons=_verdict_reasons(s, outcome, env.check, estimate, declared, guests),
         samples=outcome.samples)
 
 
@@ -283,7 +281,8 @@ def run(s: Scenario, logs: Path, progress: Progress | None = None,
             _autotuning(env, tuner, progress) if tuner else progress.sample,
             during=_sampling(env, tuner) if tuner else None)
         if tuner:
-            # leave the parameter as it was before the run
-            env.src.command("migrate-set-parameters", **{PARAM: 0})
             tuner.write_csv(logs / "tcpinfo.csv")
+            if env.src.running and outcome.status != Status.FAILED:
+                # leave the parameter as it was before the run
+                env.src.command("migrate-set-parameters", **{PARAM: 0})
         return judge(env, outcome, progress, tuner)

@@ -7,18 +7,39 @@ is started.
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from . import units
+from . import artifacts, units
 from .guest import Workload
 from .link import LinkConfig
 from .migration import MigrationSettings
 
 ACCEL_CHOICES = ("auto", "tcg", "kvm")
+
+# Accepted ranges. Sizes and rates reach the guest workload as unsigned 32-bit
+# MiB counts, which it would truncate silently; the host's memory bounds
+# --memory much further (preflight.py), so sizes stop at the counters' limit.
+MIN_MEMORY_MIB = 128
+MAX_SIZE_MIB = (1 << 32) - 1
+MAX_RATE_MIB = 65536  # MiB/s: 64G/s, far beyond what a guest rewrites
+# QEMU's migrate_params_check: max-bandwidth and avail-switchover-bandwidth
+# up to SIZE_MAX bytes/s (2^64 - 1 on 64-bit hosts), downtime-limit up to
+# MAX_MIGRATE_DOWNTIME (2000 s). Checked here so QEMU never refuses them
+# after the lab is built.
+QEMU_MAX_BYTES_PER_S = (1 << 64) - 1
+QEMU_MAX_DOWNTIME_MS = 2000 * 1000
+MAX_TIMEOUT_S = 86400.0  # a day: a longer run is a hung run
+# tc's burst (1 ms at the rate) is a 32-bit byte count, good to about
+# 34 Tbit/s; a veth pair carries tens of Gbit/s, so far beyond that a link
+# check could only fail after the lab was built.
+MAX_LINK_RATE_BPS = 1000 * 10**9
+MAX_LINK_DELAY_MS = 60_000.0  # a minute one way: no link a migration runs over
 
 
 class ScenarioError(ValueError):
@@ -38,9 +59,9 @@ class Scenario:
     dirty_rate_mib: int = 40
     zero_set_mib: int = 0
     zero_rate_mib: int = 0
-    max_bandwidth: int | None = 8_000_000  # bytes/s
+    max_bandwidth_bytes_per_s: int | None = 8_000_000
     downtime_limit_ms: int = 300
-    switchover_bandwidth: int | None = None  # bytes/s; None: parameter not set
+    switchover_bandwidth_bytes_per_s: int | None = None  # None: parameter not set
     switchover_auto: bool = False  # set from the kernel's TCP samples (autotune.py)
     timeout_s: float = 60.0
     accel: str = "auto"
@@ -56,59 +77,106 @@ class Scenario:
 
     def migration(self) -> MigrationSettings:
         # auto starts from 0 (QEMU's estimate) until the tuner has measured
-        declared = 0 if self.switchover_auto else self.switchover_bandwidth
+        declared = 0 if self.switchover_auto else self.switchover_bandwidth_bytes_per_s
         return MigrationSettings(downtime_limit_ms=self.downtime_limit_ms,
-                                 max_bandwidth=self.max_bandwidth,
-                                 avail_switchover_bandwidth=declared)
+                                 max_bandwidth_bytes_per_s=self.max_bandwidth_bytes_per_s,
+                                 avail_switchover_bandwidth_bytes_per_s=declared)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 # option/key -> (field, parser); parsers raise units.UnitError or ValueError
-def _mib(text: str, what: str) -> int:
-    size = units.parse_size(text, what)
-    if size % (1 << 20):
-        raise units.UnitError(f"{what} {text!r}: expected whole MiB, such as 32M")
-    return size >> 20
+def _mib_in(low: int, high: int, example: str,
+            per_s: str = "") -> Callable[[str, str], int]:
+    """A parser of whole MiB (MiB/s with per_s="/s") from @low to @high."""
+    if per_s:
+        span = f"from {low} to {high} ({units.human_mib(high)})"
+    elif high == MAX_SIZE_MIB:
+        span = f"from {units.human_mib(low)} to {high}M (2^32 - 1 MiB)"
+    else:
+        span = f"from {units.human_mib(low)} to {units.human_mib(high)}"
+    accepted = f"whole MiB{per_s} {span}, such as {example}"
+
+    def parse(text: str, what: str) -> int:
+        try:
+            size = units.parse_size(text, what)  # it takes "40M/s" as well
+        except units.UnitError:
+            raise units.UnitError(f"{what} {text!r}: expected {accepted}") from None
+        if size % (1 << 20) or not low <= size >> 20 <= high:
+            raise units.UnitError(f"{what} {text!r}: expected {accepted}")
+        return size >> 20
+    return parse
 
 
-def _mib_rate(text: str, what: str) -> int:
-    return _mib(str(text).removesuffix("/s"), what)
+def _bandwidth(words: str) -> Callable[[str, str], int | None]:
+    """A parser of QEMU bandwidths (bytes/s) that also takes @words ("'none'")."""
+    accepted = (f"{words} or a bandwidth from 0 to {QEMU_MAX_BYTES_PER_S} bytes/s"
+                " (QEMU's limit, 2^64 - 1)")
+
+    def parse(text: str, what: str) -> int | None:
+        if str(text).strip().lower() == "none":
+            return None
+        if str(text).strip().startswith("-"):
+            # QEMU wraps it to 2^64 minus the value ("switch over at once"); a
+            # lab run never means that, so it is refused here.
+            raise units.UnitError(f"{what} {text!r}: expected {accepted}")
+        try:
+            value = units.parse_bytes_per_s(text, what)
+        except units.UnitError as err:
+            raise units.UnitError(f"{err}; or {words}") from None
+        if value > QEMU_MAX_BYTES_PER_S:
+            raise units.UnitError(f"{what} {text!r}: expected {accepted}")
+        return value
+    return parse
 
 
-def _optional_bytes_per_s(text: str, what: str) -> int | None:
-    if str(text).strip().lower() == "none":
-        return None
-    if str(text).strip().startswith("-"):
-        # QEMU wraps it to 2^64 minus the value ("switch over at once"); a
-        # lab run never means that, so it is refused here.
-        raise units.UnitError(f"{what} {text!r}: expected 'none' or a bandwidth >= 0")
-    return units.parse_bytes_per_s(text, what)
-
-
-def _switchover(text: str, what: str) -> int | None:
-    try:
-        return _optional_bytes_per_s(text, what)
-    except units.UnitError as err:
-        raise units.UnitError(f"{err} (or 'auto')") from None
-
-
-def _positive_float(text: str, what: str) -> float:
+def _seconds(text: str, what: str) -> float:
+    accepted = f"a number of seconds above 0 and at most {MAX_TIMEOUT_S:.0f} (a day)"
     try:
         value = float(text)
     except ValueError:
-        raise units.UnitError(f"{what} {text!r}: expected a number of seconds") from None
-    if value <= 0:
-        raise units.UnitError(f"{what} {text!r}: expected more than 0 seconds")
+        raise units.UnitError(f"{what} {text!r}: expected {accepted}") from None
+    # float() takes "nan" and "inf": a NaN deadline is never reached
+    if not math.isfinite(value) or not 0 < value <= MAX_TIMEOUT_S:
+        raise units.UnitError(f"{what} {text!r}: expected {accepted}")
     return value
 
 
-def _int_ms(text: str, what: str) -> int:
-    value = units.parse_ms(text, what)
-    if value != int(value):
-        raise units.UnitError(f"{what} {text!r}: expected whole milliseconds")
+def _downtime_ms(text: str, what: str) -> int:
+    accepted = (f"whole milliseconds from 0 to {QEMU_MAX_DOWNTIME_MS}"
+                " (QEMU's limit, 2000 s), such as 300")
+    try:
+        value = units.parse_ms(text, what)
+    except units.UnitError:
+        raise units.UnitError(f"{what} {text!r}: expected {accepted}") from None
+    if value != int(value) or value > QEMU_MAX_DOWNTIME_MS:
+        raise units.UnitError(f"{what} {text!r}: expected {accepted}")
     return int(value)
+
+
+def _link_ms(text: str, what: str) -> float:
+    value = units.parse_ms(text, what)
+    if value > MAX_LINK_DELAY_MS:
+        raise units.UnitError(f"{what} {text!r}: expected a duration from 0 to"
+                              f" {MAX_LINK_DELAY_MS / 1000:.0f}s, such as 5ms")
+    return value
+
+
+def _link_rate(text: str, what: str) -> int:
+    value = units.parse_bits_per_s(text, what)
+    if value > MAX_LINK_RATE_BPS:
+        raise units.UnitError(f"{what} {text!r}: expected a rate above 0 and at most"
+                              f" {MAX_LINK_RATE_BPS // 10**9}gbit")
+    return value
+
+
+def _qemu(text: str, what: str) -> str:
+    if not text or "\x00" in text:
+        raise units.UnitError(
+            f"{what} {text!r}: expected {', '.join(artifacts.BUILDS)}, a command on PATH"
+            " or a path to qemu-system-x86_64")
+    return text
 
 
 def _choice(choices: tuple[str, ...]):
@@ -120,21 +188,22 @@ def _choice(choices: tuple[str, ...]):
 
 
 FIELDS: dict[str, tuple[str, Any]] = {
-    "qemu": ("qemu", lambda t, w: str(t)),
-    "dst-qemu": ("dst_qemu", lambda t, w: str(t)),
-    "link-rate": ("link_rate_bps", units.parse_bits_per_s),
-    "link-delay": ("link_delay_ms", units.parse_ms),
-    "link-jitter": ("link_jitter_ms", units.parse_ms),
+    "qemu": ("qemu", _qemu),
+    "dst-qemu": ("dst_qemu", _qemu),
+    "link-rate": ("link_rate_bps", _link_rate),
+    "link-delay": ("link_delay_ms", _link_ms),
+    "link-jitter": ("link_jitter_ms", _link_ms),
     "link-loss": ("link_loss_pct", units.parse_percent),
-    "memory": ("memory_mib", _mib),
-    "hot-set": ("hot_set_mib", _mib),
-    "dirty-rate": ("dirty_rate_mib", _mib_rate),
-    "zero-set": ("zero_set_mib", _mib),
-    "zero-rate": ("zero_rate_mib", _mib_rate),
-    "max-bandwidth": ("max_bandwidth", _optional_bytes_per_s),
-    "downtime-limit": ("downtime_limit_ms", _int_ms),
-    "switchover-bandwidth": ("switchover_bandwidth", _switchover),
-    "timeout": ("timeout_s", _positive_float),
+    "memory": ("memory_mib", _mib_in(MIN_MEMORY_MIB, MAX_SIZE_MIB, "512M")),
+    "hot-set": ("hot_set_mib", _mib_in(0, MAX_SIZE_MIB, "32M")),
+    "dirty-rate": ("dirty_rate_mib", _mib_in(0, MAX_RATE_MIB, "40M", "/s")),
+    "zero-set": ("zero_set_mib", _mib_in(0, MAX_SIZE_MIB, "64M")),
+    "zero-rate": ("zero_rate_mib", _mib_in(0, MAX_RATE_MIB, "40M", "/s")),
+    "max-bandwidth": ("max_bandwidth_bytes_per_s", _bandwidth("'none'")),
+    "downtime-limit": ("downtime_limit_ms", _downtime_ms),
+    "switchover-bandwidth": ("switchover_bandwidth_bytes_per_s",
+                             _bandwidth("'none', 'auto'")),
+    "timeout": ("timeout_s", _seconds),
     "accel": ("accel", _choice(ACCEL_CHOICES)),
     "name": ("name", lambda t, w: str(t)),
 }
@@ -147,10 +216,15 @@ def parse(values: dict[str, Any], base: Scenario | None = None) -> Scenario:
         if key not in FIELDS:
             raise ScenarioError(f"unknown scenario key {key!r}: accepted {', '.join(FIELDS)}")
         name, parser = FIELDS[key]
+        if isinstance(text, (dict, list)):  # YAML: a mapping or list where one value goes
+            shown = repr(text)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise ScenarioError(f"--{key} {shown}: expected one value, not a"
+                                f" {'mapping' if isinstance(text, dict) else 'list'}")
         if key == "switchover-bandwidth":
             fields["switchover_auto"] = str(text).strip().lower() == "auto"
             if fields["switchover_auto"]:
-                fields["switchover_bandwidth"] = None
+                fields["switchover_bandwidth_bytes_per_s"] = None
                 continue
         try:
             fields[name] = parser(str(text), f"--{key}")
@@ -166,19 +240,53 @@ def _check(s: Scenario) -> None:
         s.link()
     except ValueError as err:
         raise ScenarioError(str(err)) from None
-    if s.memory_mib < 128:
-        raise ScenarioError(f"--memory {s.memory_mib}M: the guest needs at least 128M")
     if s.hot_set_mib + s.zero_set_mib > s.memory_mib - 96:
         raise ScenarioError(
             f"--hot-set {s.hot_set_mib}M + --zero-set {s.zero_set_mib}M: must leave the"
             f" guest kernel 96M of --memory {s.memory_mib}M")
 
 
-def load_yaml(path: Path, base: Scenario | None = None) -> Scenario:
+MAX_SCENARIO_BYTES = 1 << 20  # a scenario is a few lines; this stops /dev/zero
+
+
+def _read_scenario(path: Path) -> str:
+    """The file's text, or a ScenarioError that says what is wrong with it."""
+    where = f"--scenario {str(path)!r}"
+    if path.is_dir():
+        raise ScenarioError(f"{where}: is a directory; expected a YAML file of scenario keys")
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise ScenarioError(f"--scenario {path}: {err}") from None
+        with path.open("rb") as f:
+            data = f.read(MAX_SCENARIO_BYTES + 1)
+    except FileNotFoundError:
+        raise ScenarioError(f"{where}: no such file; expected a YAML file of scenario"
+                            " keys") from None
+    except OSError as err:
+        raise ScenarioError(f"{where}: cannot be read ({err.strerror or err})") from None
+    if len(data) > MAX_SCENARIO_BYTES:
+        raise ScenarioError(f"{where}: longer than {MAX_SCENARIO_BYTES >> 20} MiB; expected"
+                            " a YAML file of scenario keys")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ScenarioError(f"{where}: not UTF-8 text (byte {data[err.start]:#04x} at offset"
+                            f" {err.start}); expected a YAML file in UTF-8") from None
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    # PyYAML's messages span several lines; the CLI's errors are one line
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:
+        mark = err.problem_mark
+        return f"{err.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(err).split())
+
+
+def load_yaml(path: Path, base: Scenario | None = None) -> Scenario:
+    text = _read_scenario(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ScenarioError(f"--scenario {str(path)!r}: not valid YAML:"
+                            f" {_yaml_problem(err)}") from None
     if not isinstance(data, dict):
-        raise ScenarioError(f"--scenario {path}: expected a mapping of scenario keys")
+        raise ScenarioError(f"--scenario {str(path)!r}: expected a mapping of scenario keys")
     return parse(data, base)

@@ -9,8 +9,12 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 _NUMBER = r"(\d+(?:\.\d+)?)"
+# Every limit that matters (QEMU's 2^64 - 1) has 20 digits; longer numbers
+# would only reach floats' infinity or decimal's exponent limits.
+_MAX_DIGITS = 30
 _BINARY = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20,
            "g": 1 << 30, "gib": 1 << 30}
 _DECIMAL = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6,
@@ -22,11 +26,16 @@ class UnitError(ValueError):
     """A value that does not parse; the message names what is accepted."""
 
 
-def _split(text: str, what: str, accepted: str) -> tuple[float, str]:
+def _split(text: str, what: str, accepted: str) -> tuple[Decimal, str]:
+    # Decimal, not float: "18446744073709551615" must stay that number, so
+    # limits such as QEMU's 2^64 - 1 are checked on what the user typed.
     m = re.fullmatch(_NUMBER + r"\s*([a-zA-Z]*)(?:/s)?", str(text).strip())
     if not m:
         raise UnitError(f"{what} {text!r}: expected {accepted}")
-    return float(m.group(1)), m.group(2).lower()
+    if len(m.group(1)) > _MAX_DIGITS:
+        raise UnitError(f"{what} {text!r}: expected {accepted}, in at most {_MAX_DIGITS}"
+                        " digits")
+    return Decimal(m.group(1)), m.group(2).lower()
 
 
 def parse_size(text: str, what: str = "size") -> int:
@@ -44,7 +53,7 @@ def parse_bytes_per_s(text: str, what: str = "bandwidth") -> int:
     if unit in _DECIMAL:
         return int(value * _DECIMAL[unit])
     if unit in _BITS:
-        return int(value * _BITS[unit] / 8)
+        return int(value * _BITS[unit] // 8)
     raise UnitError(f"{what} {text!r}: expected {accepted}")
 
 
@@ -61,10 +70,11 @@ def parse_bits_per_s(text: str, what: str = "link rate") -> int:
 def parse_ms(text: str, what: str = "duration") -> float:
     accepted = "a duration such as 5ms or 1.5s"
     value, unit = _split(text, what, accepted)
-    scale = {"": 1.0, "ms": 1.0, "s": 1000.0, "us": 0.001}.get(unit)
+    scale = {"": Decimal(1), "ms": Decimal(1), "s": Decimal(1000),
+             "us": Decimal("0.001")}.get(unit)
     if scale is None:
         raise UnitError(f"{what} {text!r}: expected {accepted}")
-    return value * scale
+    return float(value * scale)
 
 
 def parse_percent(text: str, what: str = "loss") -> float:
@@ -72,6 +82,13 @@ def parse_percent(text: str, what: str = "loss") -> float:
     if not m or float(m.group(1)) > 100:
         raise UnitError(f"{what} {text!r}: expected a percentage from 0 to 100, such as 0.1%")
     return float(m.group(1))
+
+
+def human_mib(mib: int) -> str:
+    """MiB as users type them: 102400000 -> "100000G", 512 -> "512M"."""
+    if mib and mib % 1024 == 0:
+        return f"{mib // 1024}G"
+    return f"{mib}M"
 
 
 def human_bits(bps: float | None) -> str:

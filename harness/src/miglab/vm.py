@@ -2,13 +2,16 @@
 
 Like QEMU's own python/qemu/machine: launch() and shutdown() are the only
 ways in and out, the object is a context manager, and shutdown() is
-idempotent and runs on every path, so a failure or Ctrl-C never leaves a
-QEMU process, socket or temp directory behind.
+idempotent and runs on every path. The QEMU process and its private
+directory are recorded in the run's record (ownership.py) before they
+exist; QEMU gets PR_SET_PDEATHSIG, so it dies with the harness however the
+harness dies, and it enters its network namespace with setns(), not
+through a wrapper process.
 """
 from __future__ import annotations
 
+import logging
 import os
-import shutil
 import subprocess
 import tempfile
 import time
@@ -16,29 +19,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qemu.qmp import ExecuteError
-from qemu.qmp.legacy import QEMUMonitorProtocol
-
-from . import artifacts
+from . import artifacts, ownership
 from .console import Console
 from .guest import Workload, kernel_command_line
+from .monitor import ExecuteError, Monitor, QMPError, QMPTimeout
+
+log = logging.getLogger(__name__)
 
 ACCELS = ("tcg", "kvm")
-
-
 TMP_PREFIX = "miglab-"
-
-
-def _reap_stale_tmpdirs() -> None:
-    """Private directories of VMs whose process was killed outright (pid in the name)."""
-    for path in Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}*-*-*"):
-        pid = path.name[len(TMP_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-            shutil.rmtree(path, ignore_errors=True)
+QUIT_TIMEOUT_S = 10.0  # "quit" to exit: QEMU flushes and stops its threads
+KILL_TIMEOUT_S = 5.0
 
 
 class VMError(RuntimeError):
-    """QEMU did not start, or died; carries the tail of its stderr."""
+    """QEMU did not start, died, or stopped answering."""
+
+
+class VMLaunchError(VMError):
+    """QEMU exited (or never answered) while starting; carries the evidence."""
+
+    def __init__(self, name: str, reason: str, command: list[str], exitcode: int | None,
+                 stderr_tail: str) -> None:
+        self.name, self.reason, self.command = name, reason, command
+        self.exitcode, self.stderr_tail = exitcode, stderr_tail
+        text = f"{name}: {reason}"
+        if exitcode is not None:
+            text += f" (exit code {exitcode})"
+        super().__init__(f"{text}: {stderr_tail}" if stderr_tail else text)
 
 
 @dataclass
@@ -88,10 +96,7 @@ class VMConfig:
                 cmd += ["-initrd", str(self.initramfs)]
         if self.incoming:
             cmd += ["-incoming", "defer"]
-        cmd += self.extra_args
-        if self.netns:
-            cmd = ["ip", "netns", "exec", self.netns] + cmd
-        return cmd
+        return cmd + self.extra_args
 
 
 class VM:
@@ -100,41 +105,54 @@ class VM:
         self.name = name
         self._log_dir = log_dir
         self._tmpdir: Path | None = None
+        self._made: list[ownership.Entry] = []  # tmpdir, process
         self._process: subprocess.Popen[bytes] | None = None
-        self._qmp: QEMUMonitorProtocol | None = None
+        self._qmp: Monitor | None = None
         self.console: Console | None = None
         self.stderr_path: Path | None = None
         self.console_path: Path | None = None
+        self.command_line: list[str] = []
 
     # -- lifecycle -------------------------------------------------------
     def launch(self, timeout: float = 30.0) -> None:
         if self._process is not None:
             raise VMError(f"{self.name}: already launched")  # would orphan the first QEMU
-        _reap_stale_tmpdirs()
-        # mkdtemp makes the directory mode 0700: the QMP socket is private.
-        self._tmpdir = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-{self.name}-"))
-        logs = self._log_dir or self._tmpdir
-        logs.mkdir(parents=True, exist_ok=True)
-        self.stderr_path = logs / f"{self.name}-qemu.log"
-        self.console_path = logs / f"{self.name}-console.log"
-        qmp_path = self._tmpdir / "qmp.sock"
-        console_sock = self._tmpdir / "console.sock"
+        record = ownership.current()
         try:
-            self._qmp = QEMUMonitorProtocol(str(qmp_path), server=True, nickname=self.name)
+            self._tmpdir, entry = record.directory(Path(tempfile.gettempdir()),
+                                                   f"{TMP_PREFIX}{self.name}-",
+                                                   f"{self.name} QEMU sockets")
+            self._made.append(entry)
+            logs = self._log_dir or self._tmpdir
+            logs.mkdir(parents=True, exist_ok=True)
+            self.stderr_path = logs / f"{self.name}-qemu.log"
+            self.console_path = logs / f"{self.name}-console.log"
+            qmp_path = self._tmpdir / "qmp.sock"
+            console_sock = self._tmpdir / "console.sock"
+            self._qmp = Monitor(str(qmp_path), server=True, nickname=self.name)
             if self.config.kernel:
                 self.console = Console(console_sock, self.console_path)
-            cmd = self.config.command(qmp_path, console_sock)
-            with open(self.stderr_path, "wb") as err:
-                err.write((" ".join(cmd) + "\n").encode())
+            self.command_line = self.config.command(qmp_path, console_sock)
+            with ownership.open_log(self.stderr_path, "wb") as err:
+                err.write((" ".join(self.command_line) + "\n").encode())
                 err.flush()
-                self._process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
-                                                 stdout=err, stderr=err,
-                                                 env={**os.environ, **self.config.env},
-                                                 start_new_session=True)
+                # Its own session: the terminal's Ctrl-C goes to the harness,
+                # which then shuts QEMU down in order.
+                self._process, entry = ownership.spawn(
+                    self.command_line, f"{self.name} QEMU", self.config.netns,
+                    stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                    env={**os.environ, **self.config.env}, start_new_session=True)
+                self._made.append(entry)
+            log.debug("%s: pid %d: %s", self.name, self._process.pid,
+                      " ".join(self.command_line))
             self._accept_qmp(timeout)
         except BaseException:
             self.shutdown()
             raise
+
+    def _launch_error(self, reason: str) -> VMLaunchError:
+        code = self._process.poll() if self._process else None
+        return VMLaunchError(self.name, reason, self.command_line, code, self.stderr_tail())
 
     def _accept_qmp(self, timeout: float) -> None:
         assert self._qmp and self._process
@@ -143,42 +161,47 @@ class VM:
             try:
                 self._qmp.accept(timeout=1.0)
                 return
-            except Exception as exc:  # qemu.qmp raises several types here
+            except Exception as exc:  # a timeout, or QEMU gone
                 if self._process.poll() is not None:
-                    raise VMError(f"{self.name}: QEMU exited with {self._process.returncode}:"
-                                  f" {self.stderr_tail()}") from None
+                    raise self._launch_error("QEMU exited while starting") from None
                 if time.monotonic() > deadline:
-                    raise VMError(f"{self.name}: no QMP connection in {timeout:.0f}s") from exc
+                    raise self._launch_error(f"no QMP connection in {timeout:.0f}s") from exc
 
-    def shutdown(self, timeout: float = 10.0) -> None:
-        """Stop QEMU (quit, then SIGTERM, then SIGKILL) and remove what was made for it."""
-        if self._process and self._process.poll() is None:
+    def shutdown(self, timeout: float = QUIT_TIMEOUT_S) -> ownership.Removal:
+        """Stop QEMU ("quit"; SIGKILL if it does not answer or exit) and remove
+        what was made for it. A second Ctrl-C waits until this is done."""
+        with ownership.signals_held():
+            if self._process and self._process.poll() is None:
+                self._quit(timeout)
             if self._qmp:
-                try:
-                    self._qmp.settimeout(2.0)
-                    self._qmp.cmd("quit")
-                except Exception:
-                    pass
-            try:
-                self._process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self._process.terminate()
-                try:
-                    self._process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    self._process.kill()
-                    self._process.wait()
+                self._qmp.close()
+                self._qmp = None
+            if self.console:
+                self.console.close()
+            done = ownership.Removal()
+            record = ownership.current()
+            while self._made:
+                done.extend(record.release(self._made.pop()))
+            self._tmpdir = None
+            return done
+
+    def _quit(self, timeout: float) -> None:
+        assert self._process
+        answered = False
         if self._qmp:
             try:
-                self._qmp.close()
-            except Exception:
-                pass
-            self._qmp = None
-        if self.console:
-            self.console.close()
-        if self._tmpdir:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-            self._tmpdir = None
+                self._qmp.cmd("quit", timeout_s=2.0)
+                answered = True
+            except Exception as err:  # hung, or gone already
+                log.info("%s: quit: %s", self.name, err)
+        try:
+            # A QEMU that does not answer QMP will not act on SIGTERM either.
+            self._process.wait(timeout=timeout if answered else 0.1)
+        except subprocess.TimeoutExpired:
+            log.warning("%s: QEMU pid %d did not exit; killing it", self.name,
+                        self._process.pid)
+            self._process.kill()
+            self._process.wait(timeout=KILL_TIMEOUT_S)
 
     def kill(self) -> None:
         """Kill QEMU abruptly (as a crashed host would); shutdown() still cleans up."""
@@ -202,6 +225,10 @@ class VM:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
+    @property
+    def exitcode(self) -> int | None:
+        return self._process.poll() if self._process else None
+
     def stderr_tail(self, lines: int = 5) -> str:
         if not self.stderr_path or not self.stderr_path.exists():
             return ""
@@ -210,14 +237,15 @@ class VM:
 
     # -- QMP -------------------------------------------------------------
     @property
-    def qmp(self) -> QEMUMonitorProtocol:
+    def qmp(self) -> Monitor:
         if not self._qmp:
             raise VMError(f"{self.name}: not running")
         return self._qmp
 
-    def command(self, name: str, **args: Any) -> Any:
-        """Run a QMP command; QEMU's own error text is raised as ExecuteError."""
-        return self.qmp.cmd(name, **args)
+    def command(self, name: str, timeout_s: float | None = None, **args: Any) -> Any:
+        """Run a QMP command; QEMU's own error text is raised as ExecuteError,
+        no answer within the deadline as QMPTimeout."""
+        return self.qmp.cmd(name, timeout_s=timeout_s, **args)
 
     def hmp(self, command_line: str) -> str:
         return str(self.command("human-monitor-command", **{"command-line": command_line}))
@@ -235,4 +263,5 @@ class VM:
         return None
 
 
-__all__ = ["VM", "VMConfig", "VMError", "ExecuteError", "ACCELS"]
+__all__ = ["VM", "VMConfig", "VMError", "VMLaunchError", "ExecuteError", "QMPError",
+           "QMPTimeout", "ACCELS"]

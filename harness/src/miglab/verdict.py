@@ -1,0 +1,119 @@
+"""The verdict rules, in one place: the CLI, the runner, reports and tests use these.
+
+- status: completed, not-converged (still iterating at the deadline, then
+  cancelled) or failed (QEMU said so, died, or stopped answering);
+- integrity: ok only when every page the workload owns was checked after
+  the switchover (a whole verification pass that started after it) and no
+  page was bad, on a guest that is alive; corrupt when any page or the
+  kernel says so; not-checked otherwise;
+- alive: a heartbeat arrived within ALIVE_WITHIN_S of the check;
+- downtime: within the limit up to DOWNTIME_ALLOWANCE (the final device
+  state rides on top of RAM, which the limit is computed for);
+- a run passes when it completed, intact, within the limit.
+"""
+from __future__ import annotations
+
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from .units import human_bits
+
+if TYPE_CHECKING:
+    from .guest import CorruptPage, GuestReport
+    from .result import Result
+
+DOWNTIME_ALLOWANCE = 1.10
+ALIVE_WITHIN_S = 1.0  # heartbeats come every 10 ms; a second of silence is a dead guest
+OVERDECLARED = 1.05  # a declared bandwidth above the measured link by more than this
+
+
+class Status(str, Enum):
+    COMPLETED = "completed"
+    NOT_CONVERGED = "not-converged"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Integrity(str, Enum):
+    OK = "ok"
+    CORRUPT = "corrupt"
+    NOT_CHECKED = "not-checked"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def within_limit(downtime_ms: int, limit_ms: int) -> bool:
+    return downtime_ms <= limit_ms * DOWNTIME_ALLOWANCE
+
+
+def alive(heartbeats: list[float], now: float) -> bool:
+    return bool(heartbeats) and now - heartbeats[-1] < ALIVE_WITHIN_S
+
+
+def integrity(report: GuestReport, is_alive: bool) -> Integrity:
+    if report.bad_pages or report.corrupt_pages or report.kernel_errors:
+        return Integrity.CORRUPT
+    if report.memory_verified and is_alive:
+        return Integrity.OK
+    return Integrity.NOT_CHECKED
+
+
+def passed(result: Result) -> bool:
+    return (result.status == Status.COMPLETED and result.integrity == Integrity.OK
+            and result.downtime_ms is not None
+            and within_limit(result.downtime_ms, result.downtime_limit_ms))
+
+
+def overdeclared(declared_bps: float, link_bps: float) -> bool:
+    return declared_bps > link_bps * OVERDECLARED
+
+
+def downtime_reason(downtime_ms: int, limit_ms: int) -> str:
+    if within_limit(downtime_ms, limit_ms):
+        return f"downtime {downtime_ms} ms within the limit {limit_ms} ms"
+    return f"downtime {downtime_ms} ms exceeds the limit {limit_ms} ms"
+
+
+def bandwidth_reasons(link_bps: float, estimate_bps: float | None,
+                      declared_bps: float | None, automatic: bool) -> list[str]:
+    """Why QEMU decided as it did: its estimate and the declared value against the link."""
+    out = []
+    if estimate_bps:
+        out.append(f"QEMU's bandwidth estimate {human_bits(estimate_bps)} is"
+                   f" {estimate_bps / link_bps:.0%} of the measured link"
+                   f" {human_bits(link_bps)}")
+    if declared_bps:
+        how = "automatic (kernel TCP samples)" if automatic else "declared"
+        out.append(f"{how} switchover bandwidth {human_bits(declared_bps)} is"
+                   f" {declared_bps / link_bps:.0%} of the measured link")
+        if overdeclared(declared_bps, link_bps):
+            out.append("the declared bandwidth is above the measured link rate:"
+                       " the real downtime can exceed the limit")
+    else:
+        out.append("no switchover bandwidth declared: QEMU decides on its estimate")
+    return out
+
+
+def describe_page(page: CorruptPage) -> str:
+    where = f" at guest-physical {page.paddr:#x}" if page.paddr > 0 else ""
+    return f"{page.set_name}-set page {page.page}{where} ({page.detail})"
+
+
+def guest_reasons(report: GuestReport | None, which: str, is_alive: bool | None) -> list[str]:
+    """What the guest that should run on said about its memory."""
+    if report is None:
+        return []
+    out = []
+    for page in report.corrupt_pages[:8]:
+        out.append(f"{which} guest: corrupt {describe_page(page)}")
+    if len(report.corrupt_pages) > 8:
+        out.append(f"{which} guest: {len(report.corrupt_pages) - 8} more corrupt pages")
+    out += [f"{which} guest kernel: {line}" for line in report.kernel_errors[:3]]
+    if is_alive is False:
+        out.append(f"{which} guest: no heartbeat in the last {ALIVE_WITHIN_S:g} s")
+    elif not report.memory_verified and not report.bad_pages:
+        out.append(f"{which} guest: no complete verification pass after the switchover")
+    return out

@@ -1,0 +1,153 @@
+"""The workload's checker against faults it did not make itself.
+
+One guest (our patched 7.2, TCG) owns a hot set and a zero set; QEMU's
+gdbstub writes garbage into page 0 of each, at the guest-physical address
+the workload printed in its READY line, from outside the guest.  Each page
+must be reported with that address within the verify deadline.  Before
+anything is injected, the same guest must complete a clean pass (the
+negative control).
+
+The sweep is slow on purpose (1 MiB/s over 4 MiB: 4 s a pass) and the hot
+set small and rewritten fast (page 0 about 4 times a second), so that a
+corrupt hot page injected just after the sweep passed page 0 is rewritten
+long before the sweep comes back: only the check made before each rewrite
+can catch it, as it must catch a page corrupted in transit.  The zero set
+is never rewritten: only the sweep can catch that one.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import guest_config, wait_ready
+
+from miglab import gdbstub
+from miglab.console import Console, ConsoleLine
+from miglab.guest import READY, ReadyInfo, Workload, parse_corrupt, parse_ready, read_console
+from miglab.vm import VM
+
+log = logging.getLogger(__name__)
+
+WORKLOAD = Workload(hot_set_mib=1, dirty_rate_mib=4, zero_set_mib=3, zero_rate_mib=0,
+                    verify_rate_mib=1)
+PAGE_BYTES = 4096
+HOT_GARBAGE = b"\xa5" * PAGE_BYTES
+ZERO_GARBAGE_OFFSET = 1024  # word 128: the checker must look past word 0
+ZERO_GARBAGE = b"\x5a" * 64
+VERIFY = r"^ml:V (\d+) pages=(\d+) bad=(\d+)$"
+
+
+@dataclass
+class Injection:
+    at: float  # host time the write was done
+    report: ConsoleLine | None  # the "C" line for the page, None if none in the deadline
+    closing: ConsoleLine | None  # the "V" line of the pass that reported it
+
+
+@dataclass
+class Scenario:
+    console_path: Path | None
+    ready_line: ConsoleLine
+    ready: ReadyInfo
+    control_pass: ConsoleLine | None  # first "V" after READY: nothing injected yet
+    lines_before_injection: list[ConsoleLine]
+    hot: Injection
+    zero: Injection
+    lines: list[ConsoleLine]  # everything, once both reporting passes ended
+
+
+def _inject(console: Console, gdb_socket: Path, paddr: int, data: bytes,
+            report_pattern: str) -> Injection:
+    since = len(console.lines())
+    gdbstub.write_guest_physical(gdb_socket, paddr, data, timeout_s=10.0)
+    at = time.monotonic()
+    report = console.wait_for(report_pattern, WORKLOAD.verify_deadline_s, since)
+    closing = None
+    if report:
+        log.info("reported %.2f s after the injection: %s", report.host_time - at, report.text)
+        after = next(i for i, line in enumerate(console.lines()) if line is report)
+        closing = console.wait_for(VERIFY, WORKLOAD.verify_deadline_s, after)
+    return Injection(at, report, closing)
+
+
+@pytest.fixture(scope="module")
+def scenario(patched_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
+    workdir = tmp_path_factory.mktemp("integrity")
+    gdb_socket = workdir / "gdb.sock"
+    config = guest_config(patched_bin, WORKLOAD)
+    # QEMU 7.2 parses -gdb as a chardev, so the legacy "unix:" spelling works.
+    config.extra_args = ["-gdb", f"unix:{gdb_socket},server=on,wait=off"]
+    with VM(config, "guest", workdir) as vm:
+        console = vm.console
+        assert console
+        wait_ready(vm)
+        ready_line = console.wait_for(READY, 0.0)
+        assert ready_line
+        ready = parse_ready(ready_line.text)
+        # The pass that starts at READY: the sweep has just left page 0 when
+        # its "V" line comes, and comes back to it one sweep later.
+        control = console.wait_for(VERIFY, WORKLOAD.verify_deadline_s,
+                                   console.lines().index(ready_line))
+        before = console.lines()
+        time.sleep(0.1)
+        hot = _inject(console, gdb_socket, ready.hot_paddr0, HOT_GARBAGE,
+                      rf"^ml:C set=hot page=0 paddr=0x{ready.hot_paddr0:x} ")
+        zero = _inject(console, gdb_socket, ready.zero_paddr0 + ZERO_GARBAGE_OFFSET,
+                       ZERO_GARBAGE, rf"^ml:C set=zero page=0 paddr=0x{ready.zero_paddr0:x} ")
+        # The guest ran on through the gdb attaches and detaches.
+        assert console.wait_for(r"^ml:H ", 5.0, len(console.lines())), "guest stopped"
+        yield Scenario(vm.console_path, ready_line, ready, control, before, hot, zero,
+                       console.lines())
+
+
+def test_ready_gives_distinct_page_aligned_addresses(scenario: Scenario) -> None:
+    hot, zero = scenario.ready.hot_paddr0, scenario.ready.zero_paddr0
+    assert hot and zero and hot != zero, scenario.ready
+    assert hot % PAGE_BYTES == 0 and zero % PAGE_BYTES == 0, scenario.ready
+
+
+def test_untouched_guest_completes_a_clean_pass(scenario: Scenario) -> None:
+    assert scenario.control_pass, f"no verify pass (console log: {scenario.console_path})"
+    m = re.match(VERIFY, scenario.control_pass.text)
+    assert m and int(m.group(2)) == WORKLOAD.owned_pages and m.group(3) == "0", m
+    report = read_console(scenario.lines_before_injection, after=scenario.ready_line.host_time)
+    assert report.bad_pages == 0 and report.corrupt_pages == [], report
+    assert not report.kernel_errors, report
+
+
+def check_injection(injection: Injection, set_name: str, paddr: int, detail: str) -> None:
+    assert injection.report, (f"no ml:C line for {set_name} page 0 within"
+                              f" {WORKLOAD.verify_deadline_s:.1f} s")
+    page = parse_corrupt(injection.report.text)
+    assert (page.set_name, page.page, page.paddr) == (set_name, 0, paddr)
+    assert detail in page.detail, page
+    assert injection.report.host_time - injection.at < WORKLOAD.verify_deadline_s
+    # The pass that found the page counts it.
+    assert injection.closing, "the pass that reported the page never ended"
+    m = re.match(VERIFY, injection.closing.text)
+    assert m and int(m.group(3)) >= 1, injection.closing
+
+
+def test_corrupt_hot_page_is_caught_before_its_rewrite(scenario: Scenario) -> None:
+    # Rewritten before the sweep came back: caught by the check before the rewrite.
+    garbage = 0xA5A5A5A5A5A5A5A5
+    check_injection(scenario.hot, "hot", scenario.ready.hot_paddr0,
+                    f"got_index={garbage} got_gen={garbage} by=rewrite")
+
+
+def test_nonzero_zero_page_is_caught_by_the_sweep(scenario: Scenario) -> None:
+    check_injection(scenario.zero, "zero", scenario.ready.zero_paddr0,
+                    "nonzero_word=128 got=0x5a5a5a5a5a5a5a5a by=sweep")
+
+
+def test_corrupt_pages_make_the_console_report_corrupt(scenario: Scenario) -> None:
+    report = read_console(scenario.lines, after=scenario.hot.at)
+    assert {(p.set_name, p.page) for p in report.corrupt_pages} >= {("hot", 0), ("zero", 0)}
+    assert report.bad_pages >= 2
+    assert not report.memory_verified
+

@@ -1,0 +1,54 @@
+"""The verdict rules, one module for the CLI, the runner, reports and tests."""
+from __future__ import annotations
+
+from miglab import verdict
+from miglab.guest import CorruptPage, GuestReport
+from miglab.result import Result
+from miglab.verdict import Integrity, Status
+
+
+def report(passes: int = 1, bad: int = 0, corrupt: list[CorruptPage] | None = None,
+           kernel: list[str] | None = None) -> GuestReport:
+    return GuestReport([1.0], passes, bad, [], [], kernel or [], corrupt or [])
+
+
+def result(status: Status, integrity: Integrity, downtime_ms: int | None) -> Result:
+    return Result(status=status, integrity=integrity, downtime_ms=downtime_ms,
+                  observed_blackout_ms=None, downtime_limit_ms=300, total_time_ms=None,
+                  link_rate_bps=None, estimated_bandwidth_bps=None, switchover_bandwidth_bps=0)
+
+
+def test_ok_needs_a_whole_checked_pass_no_bad_page_and_a_live_guest() -> None:
+    assert verdict.integrity(report(), True) == Integrity.OK
+    assert verdict.integrity(report(passes=0), True) == Integrity.NOT_CHECKED
+    assert verdict.integrity(report(), False) == Integrity.NOT_CHECKED
+
+
+def test_any_sign_of_corruption_is_corrupt_even_without_a_pass() -> None:
+    page = CorruptPage("hot", 3, 0x1000, "want_gen=2 got_gen=1")
+    assert verdict.integrity(report(passes=0, corrupt=[page]), True) == Integrity.CORRUPT
+    assert verdict.integrity(report(bad=1), True) == Integrity.CORRUPT
+    assert verdict.integrity(report(kernel=["Kernel panic"]), False) == Integrity.CORRUPT
+
+
+def test_the_downtime_allowance_is_ten_percent() -> None:
+    assert verdict.within_limit(330, 300) and not verdict.within_limit(331, 300)
+
+
+def test_a_run_passes_only_completed_intact_and_within_the_limit() -> None:
+    assert verdict.passed(result(Status.COMPLETED, Integrity.OK, 300))
+    assert not verdict.passed(result(Status.COMPLETED, Integrity.OK, 400))
+    assert not verdict.passed(result(Status.COMPLETED, Integrity.NOT_CHECKED, 100))
+    assert not verdict.passed(result(Status.NOT_CONVERGED, Integrity.OK, None))
+
+
+def test_statuses_read_back_from_json_compare_equal() -> None:
+    # results written by older runs hold plain strings
+    assert verdict.passed(result("completed", "ok", 100))  # type: ignore[arg-type]
+    assert str(Status.NOT_CONVERGED) == "not-converged"
+
+
+def test_corrupt_pages_are_named_with_their_address() -> None:
+    page = CorruptPage("zero", 7, 0x2a000, "nonzero_word=3")
+    reasons = verdict.guest_reasons(report(corrupt=[page]), "destination", True)
+    assert any("zero-set page 7 at guest-physical 0x2a000" in r for r in reasons), reasons
