@@ -27,6 +27,9 @@
  *       WHO is "sweep" (the verification sweep) or "rewrite" (the check made
  *       before the workload rewrites a page).  At most
  *       MAX_CORRUPT_LINES_PER_PASS lines per pass; "bad=" counts them all.
+ *   ml:NUMA set=S pages_per_node=A,B,...
+ *       with miglab.numa_nodes=N >= 2: the sets are interleaved over the N
+ *       nodes; how many pages of set S each node holds (before READY)
  *   ml:WARN <text>, ml:FATAL <text>
  *       set-up problems; after FATAL (e.g. "ml:FATAL bad miglab.KEY=VALUE")
  *       the workload pauses forever
@@ -54,6 +57,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -61,6 +65,8 @@
 #define PAGE_WORDS (PAGE_BYTES / sizeof(uint64_t))
 #define MIB (1024u * 1024u)
 #define MAX_CORRUPT_LINES_PER_PASS 16
+#define MAX_NUMA_NODES 16 /* nodes the interleave mask and NUMA line cover */
+#define MPOL_INTERLEAVE 3 /* <linux/mempolicy.h>, which libc does not ship */
 /* Never catch up more than this much backlog at once (after a pause). */
 #define MAX_BACKLOG_NS 100000000ull
 #define NS_PER_S 1000000000ull
@@ -75,11 +81,12 @@ struct config {
     unsigned zero_rate_mib;  /* zero set rewrite rate, MiB/s */
     unsigned heartbeat_ms;
     unsigned verify_rate_mib; /* verification speed, MiB/s */
+    unsigned numa_nodes;      /* guest NUMA nodes to interleave the sets over */
 };
 
 static struct config cfg = {
     .hot_mib = 32, .dirty_rate_mib = 40, .zero_mib = 0, .zero_rate_mib = 0,
-    .heartbeat_ms = 10, .verify_rate_mib = 64,
+    .heartbeat_ms = 10, .verify_rate_mib = 64, .numa_nodes = 1,
 };
 
 /* The memory the workload owns and checks. */
@@ -291,6 +298,7 @@ static void parse_cmdline(void)
         { "miglab.zero_rate_mib=", &cfg.zero_rate_mib },
         { "miglab.heartbeat_ms=", &cfg.heartbeat_ms },
         { "miglab.verify_rate_mib=", &cfg.verify_rate_mib },
+        { "miglab.numa_nodes=", &cfg.numa_nodes },
     };
     char buf[4096];
     ssize_t n;
@@ -381,6 +389,75 @@ static void pin_memory(void)
     }
 }
 
+/*
+ * With several NUMA nodes, the sets are interleaved page by page over all
+ * of them (set_mempolicy(MPOL_INTERLEAVE) before the pages are faulted
+ * in), so that every node's RAM block holds pages that are rewritten and
+ * verified.  Raw syscalls: the static workload links no libnuma.
+ */
+static void spread_over_nodes(void)
+{
+    unsigned long mask = 0;
+
+    if (cfg.numa_nodes < 2) {
+        return;
+    }
+    if (cfg.numa_nodes > MAX_NUMA_NODES) {
+        say("ml:FATAL bad miglab.numa_nodes=%u (at most %u)", cfg.numa_nodes,
+            MAX_NUMA_NODES);
+        hang();
+    }
+    for (unsigned i = 0; i < cfg.numa_nodes; i++) {
+        mask |= 1ul << i;
+    }
+    if (syscall(SYS_set_mempolicy, MPOL_INTERLEAVE, &mask,
+                (unsigned long)MAX_NUMA_NODES + 1) != 0) {
+        say("ml:FATAL set_mempolicy(MPOL_INTERLEAVE, %u nodes): %s",
+            cfg.numa_nodes, strerror(errno));
+        hang();
+    }
+}
+
+/*
+ * "ml:NUMA set=S pages_per_node=A,B,...": where a set's pages are, as the
+ * kernel reports them (move_pages() with no target nodes only asks).
+ */
+static void report_nodes(const char *set, uint64_t *base, size_t pages)
+{
+    enum { BATCH = 512 };
+    size_t count[MAX_NUMA_NODES] = { 0 };
+    char line[256];
+    int off = 0;
+
+    if (cfg.numa_nodes < 2 || pages == 0) {
+        return;
+    }
+    for (size_t i = 0; i < pages; i += BATCH) {
+        void *addr[BATCH];
+        int status[BATCH];
+        size_t n = pages - i < BATCH ? pages - i : BATCH;
+
+        for (size_t k = 0; k < n; k++) {
+            addr[k] = base + (i + k) * PAGE_WORDS;
+        }
+        if (syscall(SYS_move_pages, 0, n, addr, NULL, status, 0) != 0) {
+            say("ml:WARN move_pages: %s", strerror(errno));
+            return;
+        }
+        for (size_t k = 0; k < n; k++) {
+            if (status[k] >= 0 && status[k] < MAX_NUMA_NODES) {
+                count[status[k]]++;
+            }
+        }
+    }
+    for (unsigned node = 0; node < cfg.numa_nodes && off < (int)sizeof(line);
+         node++) {
+        off += snprintf(line + off, sizeof(line) - off, "%s%zu",
+                        node ? "," : "", count[node]);
+    }
+    say("ml:NUMA set=%s pages_per_node=%s", set, line);
+}
+
 /* How many units a paced activity may do now; @done is what it did so far. */
 static uint64_t paced_budget(uint64_t rate_per_s, uint64_t start_ns,
                              uint64_t now, uint64_t *done)
@@ -427,6 +504,7 @@ int main(void)
             hot_pages);
         hang();
     }
+    spread_over_nodes();
     pin_memory();
     for (size_t i = 0; i < hot_pages; i++) {
         fill_page(hot + i * PAGE_WORDS, i, 0);
@@ -435,6 +513,8 @@ int main(void)
     for (size_t i = 0; i < zero_pages; i++) {
         zero[i * PAGE_WORDS] = 0;
     }
+    report_nodes("hot", hot, hot_pages);
+    report_nodes("zero", zero, zero_pages);
     say("ml:READY hot_mib=%u dirty_rate_mib=%u zero_mib=%u zero_rate_mib=%u "
         "heartbeat_ms=%u verify_rate_mib=%u hot_paddr0=0x%llx "
         "zero_paddr0=0x%llx",

@@ -18,8 +18,13 @@ def test_autotune_attached_to_the_source_makes_a_capped_migration_converge(
                                  "--netns", env.link.src_ns, "--wait", "30"],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
+            # it learns which connections predate the migration before saying so
+            assert tune.stdout
+            attached = tune.stdout.readline()
+            assert "attached to pid" in attached, attached
             outcome = migration.run(env.src, env.dst, s.migration(), env.uri, deadline_s=60)
             out, _ = tune.communicate(timeout=30)
+            out = attached + out
         finally:
             tune.kill()
         final = env.src.command("query-migrate-parameters")["avail-switchover-bandwidth"]

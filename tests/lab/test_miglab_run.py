@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -9,6 +10,8 @@ import time
 from pathlib import Path
 
 from conftest import miglab_namespaces, qemu_pids
+
+from miglab.verdict import within_limit
 
 MIGLAB = [sys.executable, "-m", "miglab.cli"]
 CAPPED = ["--link-rate", "1gbit", "--memory", "512M", "--hot-set", "32M",
@@ -29,7 +32,7 @@ def test_patched_with_the_link_rate_declared_completes_within_the_limit(tmp_path
                             "--timeout", "60")
     assert result["status"] == "completed"
     assert result["integrity"] == "ok"
-    assert result["downtime_ms"] <= 1.1 * 300
+    assert within_limit(result["downtime_ms"], 300)
     assert result["destination_alive"] is True
     # The heartbeat gap seen from outside includes at least QEMU's own downtime.
     assert result["observed_blackout_ms"] >= result["downtime_ms"] * 0.9
@@ -72,10 +75,9 @@ def test_ctrl_c_mid_migration_leaves_nothing_behind(tmp_path: Path) -> None:
                              "--logs", str(tmp_path)], stderr=subprocess.PIPE, text=True)
     assert proc.stderr
     deadline = time.monotonic() + 180
-    for line in proc.stderr:
-        if "migrating" in line or time.monotonic() > deadline:
+    for line in proc.stderr:  # progress lines: the migration has been active a while
+        if re.match(r"\s+[3-9]\.\d+s active ", line) or time.monotonic() > deadline:
             break
-    time.sleep(3)  # well inside the migration
     assert qemu_pids() - before_qemu, "no QEMU was running mid-migration"
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)

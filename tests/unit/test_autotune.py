@@ -6,11 +6,15 @@ goodput of their links (see data/README.md).
 from __future__ import annotations
 
 import csv
+import socket
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from miglab import autotune, cli
 from miglab.autotune import MARGIN, PARAM, Autotuner, RateFilter, TcpSample, follow, parse_ss
 
 DATA = Path(__file__).parent / "data"
@@ -128,3 +132,60 @@ def test_follow_gives_up_when_no_migration_starts() -> None:
     status = follow(lambda name, **a: {"status": "none"}, lambda t: {}, Autotuner(),
                     lambda text: None, interval_s=0.01, wait_s=0.05)
     assert status == "none"
+
+
+def test_without_a_port_only_connections_qemu_opened_after_the_migration_count(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # QEMU listens on 5900 (VNC) and has an NBD client connection open before
+    # the migration; then the migration opens its own, and a VNC viewer connects.
+    vnc = "198.18.0.1:5900->10.0.0.9:50000"
+    nbd = "198.18.0.1:40000->198.18.0.2:10809"
+    mig = "198.18.0.1:41000->198.18.0.2:4444"
+    conns: dict[str, TcpSample] = {nbd: TcpSample(0, 5e9, False)}
+    monkeypatch.setattr(autotune, "read_ss", lambda netns, port, t, pid=None: dict(conns))
+    monkeypatch.setattr(autotune.MigrationConnections, "_listening_ports",
+                        lambda self: {"5900"})
+    selector = autotune.MigrationConnections(None, 1234)
+    selector.query(lambda name: {"status": "none"})
+    conns[mig] = TcpSample(1, 900e6, False)
+    conns[vnc] = TcpSample(1, 3e9, False)
+    selector.query(lambda name: {"status": "active"})
+    assert set(selector.read(1.0)) == {mig}
+
+
+def test_without_a_port_a_migration_already_running_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(autotune, "read_ss", lambda netns, port, t, pid=None: {})
+    monkeypatch.setattr(autotune.MigrationConnections, "_listening_ports", lambda self: set())
+    selector = autotune.MigrationConnections(None, 1234)
+    with pytest.raises(autotune.AlreadyMigrating, match="give --port"):
+        selector.query(lambda name: {"status": "active"})
+
+
+def test_a_failed_restore_is_reported_and_fails_the_command() -> None:
+    class Broken:
+        def cmd(self, name: str, **args: object) -> None:
+            raise ConnectionResetError("QEMU went away")
+
+    said: list[str] = []
+    assert not cli._restore(Broken(), 0, said.append)  # type: ignore[arg-type]
+    assert said and "could not restore" in said[0] and "QEMU went away" in said[0]
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--port", "0"], "--port 0"),
+    (["--port", "70000"], "--port 70000"),
+    (["--wait", "nan"], "--wait nan"),
+    (["--wait", "-1"], "--wait -1"),
+    (["--pid", "4000000"], "--pid 4000000"),
+    (["--netns", "no-such-ns-here"], "--netns 'no-such-ns-here'"),
+])
+def test_autotune_options_are_checked_before_it_attaches(
+        tmp_path: Path, args: list[str], named: str) -> None:
+    sock = tmp_path / "qmp.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(sock))
+    proc = subprocess.run([sys.executable, "-m", "miglab.cli", "autotune", "--qmp", str(sock),
+                           *args], capture_output=True, text=True, timeout=30)
+    listener.close()
+    assert proc.returncode == 2 and named in proc.stderr, proc.stderr

@@ -101,3 +101,20 @@ def test_netem_is_needed_only_for_delay_and_loss() -> None:
     assert not scenario.parse({}).link().needs_netem
     assert scenario.parse({"link-delay": "5ms"}).link().needs_netem
     assert scenario.parse({"link-loss": "0.1%"}).link().needs_netem
+
+
+def test_numa_nodes_make_the_guest_memory_and_spread_the_workload() -> None:
+    s = scenario.parse({"numa-nodes": "128M,384M"})
+    assert s.numa_nodes_mib == (128, 384) and s.memory_mib == 512
+    assert "miglab.numa_nodes=2" in s.workload().kernel_args()
+
+
+@pytest.mark.parametrize("text", ["128M", "16M,384M", "128M,,384M", "128M,lots"])
+def test_bad_numa_nodes_are_refused_naming_what_is_accepted(text: str) -> None:
+    with pytest.raises(scenario.ScenarioError, match="--numa-nodes .*expected 2 to 16 sizes"):
+        scenario.parse({"numa-nodes": text})
+
+
+def test_numa_nodes_and_a_memory_that_disagrees_are_refused() -> None:
+    with pytest.raises(scenario.ScenarioError, match="add up to 512M"):
+        scenario.parse({"numa-nodes": "128M,384M", "memory": "1G"})

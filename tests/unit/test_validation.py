@@ -107,7 +107,8 @@ def test_units_parse_exactly() -> None:
 
 @pytest.mark.parametrize("text", ["", "\x00x"])
 def test_qemu_must_name_something(text: str) -> None:
-    assert "expected stock, patched, upstream, a command on PATH" in refused({"qemu": text})
+    expected = "expected stock, patched, upstream, upstream-stock, upstream-patched, a command"
+    assert expected in refused({"qemu": text})
 
 
 def test_yaml_values_must_be_single(tmp_path: Path) -> None:
@@ -249,7 +250,8 @@ def test_a_bare_name_is_looked_up_on_path_only(tmp_path: Path,
 
 
 def test_build_names_are_one_list() -> None:
-    assert list(artifacts.BUILDS) == ["stock", "patched", "upstream"]
+    assert list(artifacts.BUILDS) == ["stock", "patched", "upstream", "upstream-stock",
+                                      "upstream-patched"]
     for name in artifacts.BUILDS:
         assert artifacts.build_binary(name).name.startswith("qemu-system-x86_64")
 

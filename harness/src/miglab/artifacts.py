@@ -42,6 +42,12 @@ BUILDS: dict[str, Build] = {
     UPSTREAM: Build("QEMU 10.0 from bookworm-backports",
                     "qemu-upstream/root/usr/bin/qemu-system-x86_64",
                     "scripts/fetch-upstream-qemu"),
+    "upstream-stock": Build("upstream QEMU 10.2.2 (Debian unstable's source)",
+                            "qemu-10.2/upstream-stock-build/qemu-system-x86_64",
+                            "scripts/build-qemu"),
+    "upstream-patched": Build("upstream QEMU 10.2.2 with qemu-patches/upstream-10.2",
+                              "qemu-10.2/upstream-patched-build/qemu-system-x86_64",
+                              "scripts/build-qemu"),
 }
 
 

@@ -37,6 +37,8 @@ SCENARIO_OPTIONS = {
     "link-jitter": "delay jitter, e.g. 1ms (needs netem and --link-delay)",
     "link-loss": "packet loss on each end, e.g. 0.1%% (needs netem)",
     "memory": "guest RAM, e.g. 512M (default 512M)",
+    "numa-nodes": "guest NUMA nodes, the memory of each, e.g. 128M,384M (the sum is the"
+                  " guest's memory; its working sets are interleaved over all nodes)",
     "hot-set": "memory the guest rewrites with random data, e.g. 32M (default 32M)",
     "dirty-rate": "how fast it rewrites the hot set, MiB/s, e.g. 40M (default 40M)",
     "zero-set": "memory the guest rewrites with zeros, e.g. 64M (default 0)",
@@ -152,8 +154,10 @@ def cmd_autotune(args: argparse.Namespace) -> int:
             conns = autotune.MigrationConnections(args.netns, pid)
             read = conns.read
             how = "the connections QEMU opens for the migration"
-        log(f"attached to pid {pid}; {autotune.PARAM} was {original}; tuning from {how}")
         try:
+            if conns:  # what exists now predates the migration; refused if one runs
+                conns.query(qmp.cmd)
+            log(f"attached to pid {pid}; {autotune.PARAM} was {original}; tuning from {how}")
             status = autotune.follow(qmp.cmd, read, tuner, log, wait_s=args.wait,
                                      query=functools.partial(conns.query, qmp.cmd)
                                      if conns else None)

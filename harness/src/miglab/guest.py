@@ -47,6 +47,7 @@ class Workload:
     zero_rate_mib: int = 0  # MiB/s
     heartbeat_ms: int = 10
     verify_rate_mib: int = 64  # MiB/s
+    numa_nodes: int = 1  # the sets are interleaved over this many guest NUMA nodes
 
     def kernel_args(self) -> list[str]:
         return [
@@ -56,6 +57,7 @@ class Workload:
             f"miglab.zero_rate_mib={self.zero_rate_mib}",
             f"miglab.heartbeat_ms={self.heartbeat_ms}",
             f"miglab.verify_rate_mib={self.verify_rate_mib}",
+            f"miglab.numa_nodes={self.numa_nodes}",
         ]
 
     @property
@@ -243,6 +245,19 @@ def wait_for_checked_pass(console: Console, after: float, deadline_s: float) -> 
     # With no time left, wait_for still looks once at the lines already in.
     left = max(0.0, deadline - time.monotonic())
     return console.wait_for(closing, left, since) is not None
+
+
+_NUMA = re.compile(r"^ml:NUMA set=(\w+) pages_per_node=([\d,]+)$")
+
+
+def pages_per_node(lines: Iterable[ConsoleLine]) -> dict[str, list[int]]:
+    """Where the workload's sets are: set name -> pages on each guest NUMA node
+    (the "ml:NUMA" lines it prints before READY; empty with one node)."""
+    out = {}
+    for line in lines:
+        if m := _NUMA.match(line.text):
+            out[m.group(1)] = [int(n) for n in m.group(2).split(",")]
+    return out
 
 
 def blackout_ms(before: list[float], after: list[float]) -> float | None:

@@ -338,7 +338,11 @@ def current() -> Record:
         me = ProcessId.self()
         if _current is None or _current.owner != me:  # new after a fork
             directory = state_dir()
-            reap_dead()
+            for path, done in reap_dead().items():
+                for item in done.removed:
+                    log.warning("removed what dead run %s left: %s", path.name, item)
+                for item in done.not_removed:
+                    log.warning("could not remove what dead run %s left: %s", path.name, item)
             _current = Record(directory / f"run-{me.pid}-{secrets.token_hex(4)}.json",
                               me, pid_namespace())
             _current._save()

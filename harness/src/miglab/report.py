@@ -69,6 +69,9 @@ def summary(r: Result) -> str:
         lines.append(f"destination guest alive: {r.destination_alive}")
     else:
         lines.append(f"source guest alive after the attempt: {r.source_alive}")
+    for name, counts in r.pages_per_node.items():
+        lines.append(f"{name} set over {len(counts)} NUMA nodes: "
+                     + ", ".join(f"node {i} {n} pages" for i, n in enumerate(counts)))
     lines.append(f"bandwidth: QEMU's estimate {human_bits(r.estimated_bandwidth_bps)},"
                  f" link {human_bits(r.link_rate_bps)},"
                  f" declared {_declared(r)}")

@@ -56,6 +56,8 @@ class Result:
     qemu: str = ""
     accel: str = ""
     scenario: dict[str, Any] = field(default_factory=dict)
+    # guest NUMA nodes: set -> pages on each node, all of them verified (empty: one node)
+    pages_per_node: dict[str, list[int]] = field(default_factory=dict)
     corrupt_pages: list[str] = field(default_factory=list)  # as the guest reported them
     reasons: list[str] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)

@@ -18,7 +18,15 @@ from pathlib import Path
 
 from . import artifacts, migration, verdict
 from .autotune import PARAM, Autotuner, Sampler, read_ss
-from .guest import HEARTBEAT, READY, GuestReport, blackout_ms, read_console, wait_for_checked_pass
+from .guest import (
+    HEARTBEAT,
+    READY,
+    GuestReport,
+    blackout_ms,
+    pages_per_node,
+    read_console,
+    wait_for_checked_pass,
+)
 from .link import DST_ADDR, Link, LinkCheck
 from .migration import Outcome
 from .result import Result, Sample
@@ -54,7 +62,8 @@ class Progress:
 
 def _guest_config(s: Scenario, binary: Path, accel: str, netns: str,
                   incoming: bool, extra_args: list[str] | None = None) -> VMConfig:
-    return VMConfig.for_binary(binary, memory_mib=s.memory_mib, accel=accel,
+    return VMConfig.for_binary(binary, memory_mib=s.memory_mib,
+                               numa_nodes_mib=s.numa_nodes_mib, accel=accel,
                                kernel=artifacts.kernel(), initramfs=artifacts.initramfs(),
                                workload=s.workload(), incoming=incoming, netns=netns,
                                extra_args=list(extra_args or []))
@@ -193,10 +202,12 @@ class Lab:
 @contextlib.contextmanager
 def lab(s: Scenario, logs: Path, progress: Progress | None = None,
         on_link_measured: Callable[[float], None] | None = None,
-        src_extra_args: list[str] | None = None) -> Iterator[Lab]:
+        src_extra_args: list[str] | None = None,
+        dst_extra_args: list[str] | None = None) -> Iterator[Lab]:
     """Everything a migration needs, torn down on the way out whatever happens.
 
-    @src_extra_args go to the source QEMU only (say, a QMP server for a tool)."""
+    @src_extra_args and @dst_extra_args go to one side's QEMU only (say, a
+    QMP server for a tool, or a gdbstub)."""
     progress = progress or Progress.silent()
     binary = artifacts.qemu_binary(s.qemu)
     dst_binary = artifacts.qemu_binary(s.dst_qemu or s.qemu)
@@ -211,7 +222,8 @@ def lab(s: Scenario, logs: Path, progress: Progress | None = None,
                            " so results on it would not mean what they say")
         with _booted_source(s, binary, link, logs, progress,
                             list(src_extra_args or [])) as (src, accel):
-            dst = VM(_guest_config(s, dst_binary, accel, link.dst_ns, True), "dst", logs)
+            dst = VM(_guest_config(s, dst_binary, accel, link.dst_ns, True,
+                                   dst_extra_args), "dst", logs)
             env = Lab(s, link, check, src, dst, accel, binary, dst_binary, logs)
             try:
                 env.dst.launch()
@@ -246,6 +258,7 @@ def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
         autotune=[asdict(c) for c in tuner.changes] if tuner else [],
         destination_alive=guests.destination_alive, source_alive=guests.source_alive,
         error=outcome.error, qemu=_qemu_label(env), accel=env.accel, scenario=s.to_dict(),
+        pages_per_node=pages_per_node(env.src.console.lines()) if env.src.console else {},
         corrupt_pages=[verdict.describe_page(p) for p in guests.report.corrupt_pages]
         if guests.report else [],
         reasons=_verdict_reasons(s, outcome, env.check, estimate, declared, guests),

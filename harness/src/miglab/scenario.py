@@ -26,6 +26,8 @@ ACCEL_CHOICES = ("auto", "tcg", "kvm")
 # MiB counts, which it would truncate silently; the host's memory bounds
 # --memory much further (preflight.py), so sizes stop at the counters' limit.
 MIN_MEMORY_MIB = 128
+MIN_NUMA_NODE_MIB = 32
+MAX_NUMA_NODES = 16  # what the workload's interleave mask covers (guest/workload.c)
 MAX_SIZE_MIB = (1 << 32) - 1
 MAX_RATE_MIB = 65536  # MiB/s: 64G/s, far beyond what a guest rewrites
 # QEMU's migrate_params_check: max-bandwidth and avail-switchover-bandwidth
@@ -55,6 +57,7 @@ class Scenario:
     link_jitter_ms: float = 0.0
     link_loss_pct: float = 0.0
     memory_mib: int = 512
+    numa_nodes_mib: tuple[int, ...] = ()  # memory per guest NUMA node; () for one node
     hot_set_mib: int = 32
     dirty_rate_mib: int = 40
     zero_set_mib: int = 0
@@ -73,7 +76,8 @@ class Scenario:
 
     def workload(self) -> Workload:
         return Workload(hot_set_mib=self.hot_set_mib, dirty_rate_mib=self.dirty_rate_mib,
-                        zero_set_mib=self.zero_set_mib, zero_rate_mib=self.zero_rate_mib)
+                        zero_set_mib=self.zero_set_mib, zero_rate_mib=self.zero_rate_mib,
+                        numa_nodes=max(1, len(self.numa_nodes_mib)))
 
     def migration(self) -> MigrationSettings:
         # auto starts from 0 (QEMU's estimate) until the tuner has measured
@@ -187,6 +191,19 @@ def _choice(choices: tuple[str, ...]):
     return parse
 
 
+def _numa_nodes(text: str, what: str) -> tuple[int, ...]:
+    accepted = (f"2 to {MAX_NUMA_NODES} sizes of whole MiB, each at least"
+                f" {MIN_NUMA_NODE_MIB}M, separated by commas, such as 128M,384M")
+    parts = [p.strip() for p in str(text).split(",")]
+    if not 2 <= len(parts) <= MAX_NUMA_NODES:
+        raise units.UnitError(f"{what} {text!r}: expected {accepted}")
+    node = _mib_in(MIN_NUMA_NODE_MIB, MAX_SIZE_MIB, "128M")
+    try:
+        return tuple(node(p, what) for p in parts)
+    except units.UnitError:
+        raise units.UnitError(f"{what} {text!r}: expected {accepted}") from None
+
+
 FIELDS: dict[str, tuple[str, Any]] = {
     "qemu": ("qemu", _qemu),
     "dst-qemu": ("dst_qemu", _qemu),
@@ -195,6 +212,7 @@ FIELDS: dict[str, tuple[str, Any]] = {
     "link-jitter": ("link_jitter_ms", _link_ms),
     "link-loss": ("link_loss_pct", units.parse_percent),
     "memory": ("memory_mib", _mib_in(MIN_MEMORY_MIB, MAX_SIZE_MIB, "512M")),
+    "numa-nodes": ("numa_nodes_mib", _numa_nodes),
     "hot-set": ("hot_set_mib", _mib_in(0, MAX_SIZE_MIB, "32M")),
     "dirty-rate": ("dirty_rate_mib", _mib_in(0, MAX_RATE_MIB, "40M", "/s")),
     "zero-set": ("zero_set_mib", _mib_in(0, MAX_SIZE_MIB, "64M")),
@@ -230,6 +248,13 @@ def parse(values: dict[str, Any], base: Scenario | None = None) -> Scenario:
             fields[name] = parser(str(text), f"--{key}")
         except ValueError as err:
             raise ScenarioError(str(err)) from None
+    if "numa-nodes" in values:  # the nodes' memory is the guest's memory
+        total = sum(fields["numa_nodes_mib"])
+        if "memory" in values and fields["memory_mib"] != total:
+            raise ScenarioError(f"--memory {values['memory']} and --numa-nodes"
+                                f" {values['numa-nodes']}: the nodes add up to {total}M;"
+                                " give one of them, or both adding up")
+        fields["memory_mib"] = total
     scenario = Scenario(**fields)
     _check(scenario)
     return scenario

@@ -53,6 +53,7 @@ class VMLaunchError(VMError):
 class VMConfig:
     binary: Path
     memory_mib: int = 512
+    numa_nodes_mib: tuple[int, ...] = ()  # one RAM backend and NUMA node each; sum = memory
     accel: str = "tcg"
     kernel: Path | None = None
     initramfs: Path | None = None
@@ -81,6 +82,11 @@ class VMConfig:
             "-chardev", f"socket,id=qmp,path={qmp_path}",
             "-mon", "chardev=qmp,mode=control",
         ]
+        # Each node's RAM is a RAM block of its own, in order: the shape that
+        # makes dirty-bitmap code see blocks that do not start at ram_addr 0.
+        for node, size_mib in enumerate(self.numa_nodes_mib):
+            cmd += ["-object", f"memory-backend-ram,id=ram-node{node},size={size_mib}M",
+                    "-numa", f"node,nodeid={node},memdev=ram-node{node}"]
         for directory in self.firmware_dirs:
             cmd += ["-L", str(directory)]
         if self.accel == "kvm":

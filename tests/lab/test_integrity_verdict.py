@@ -1,0 +1,41 @@
+"""The harness's integrity verdict against a fault it did not make itself.
+
+A capped migration that completes (the link rate declared); right after
+the switchover, QEMU's gdbstub on the destination writes garbage into hot
+page 0 at the guest-physical address the workload printed when it started
+(memory migrates as it is, so the address holds on the destination). The
+verdict must be `corrupt`, naming the page and its address. The negative
+control is test_miglab_run's declared-link run: the same migration with no
+fault is `ok`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from miglab import gdbstub, migration, runner, scenario
+from miglab.guest import READY, parse_ready
+from miglab.verdict import Integrity, Status
+
+PAGE = b"\xa5" * 4096
+
+
+def test_a_page_corrupted_on_the_destination_is_reported_with_its_address(
+        tmp_path: Path) -> None:
+    s = scenario.parse({"qemu": "patched", "hot-set": "12M", "switchover-bandwidth": "125M",
+                        "accel": "tcg", "timeout": "60"})
+    gdb = tmp_path / "dst-gdb.sock"
+    with runner.lab(s, tmp_path, dst_extra_args=["-gdb", f"unix:{gdb},server=on,wait=off"]
+                    ) as env:
+        assert env.src.console
+        started = env.src.console.wait_for(READY, 0)
+        assert started
+        hot_page0 = parse_ready(started.text).hot_paddr0
+        outcome = migration.run(env.src, env.dst, s.migration(), env.uri, s.timeout_s)
+        assert outcome.status == Status.COMPLETED, outcome.error
+        gdbstub.write_guest_physical(gdb, hot_page0, PAGE)
+        result = runner.judge(env, outcome)
+    assert result.integrity == Integrity.CORRUPT, result.reasons
+    assert any(f"page 0 at guest-physical {hot_page0:#x}" in p
+               for p in result.corrupt_pages), result.corrupt_pages
+    assert any(f"corrupt hot-set page 0 at guest-physical {hot_page0:#x}" in r
+               for r in result.reasons), result.reasons
