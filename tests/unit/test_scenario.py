@@ -118,3 +118,23 @@ def test_bad_numa_nodes_are_refused_naming_what_is_accepted(text: str) -> None:
 def test_numa_nodes_and_a_memory_that_disagrees_are_refused() -> None:
     with pytest.raises(scenario.ScenarioError, match="add up to 512M"):
         scenario.parse({"numa-nodes": "128M,384M", "memory": "1G"})
+
+
+def test_multifd_channels_go_to_both_sides() -> None:
+    s = scenario.parse({"multifd-channels": "4"})
+    caps, params = s.migration().both_sides()
+    assert caps == {"multifd": True} and params == {"multifd-channels": 4}
+    assert scenario.parse({}).migration().both_sides() == ({}, {})
+
+
+@pytest.mark.parametrize("text", ["-1", "256", "two", "1.5"])
+def test_bad_multifd_channels_are_refused(text: str) -> None:
+    with pytest.raises(scenario.ScenarioError, match="--multifd-channels .*0 to 255"):
+        scenario.parse({"multifd-channels": text})
+
+
+def test_different_builds_on_each_side_share_a_versioned_machine_type() -> None:
+    from miglab import runner
+    assert runner.machine_type(scenario.parse({"qemu": "patched"})) == "q35"
+    assert runner.machine_type(scenario.parse({"qemu": "patched", "dst-qemu": "upstream"})
+                               ) == "pc-q35-7.2"

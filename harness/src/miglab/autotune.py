@@ -156,6 +156,12 @@ class Autotuner:
                 out.writerow([f"{s.t_s:.3f}", conn, int(s.delivery_rate_bps),
                               int(s.app_limited), "" if s.rtt_ms is None else s.rtt_ms])
 
+    @property
+    def connections(self) -> int:
+        """How many connections it has seen samples of (multifd: one per channel)."""
+        with self._lock:
+            return len(self._filters)
+
     def measured_bps(self) -> float | None:
         with self._lock:
             estimates = [e for f in self._filters.values()

@@ -48,6 +48,8 @@ SCENARIO_OPTIONS = {
     "switchover-bandwidth": "avail-switchover-bandwidth in bytes/s, e.g. 125M; none (not"
                             " set, the default); or auto (from the kernel's TCP samples of"
                             " the migration connection)",
+    "multifd-channels": "migrate over N multifd channels (TCP connections), 0 for one"
+                        " connection without multifd (default 0)",
     "timeout": "seconds to wait for convergence before cancelling (default 60)",
     "accel": "auto, tcg or kvm (default auto: KVM only if a guest boots under it)",
     "name": "a name for the run, used in reports",

@@ -38,6 +38,16 @@ class MigrationSettings:
     # None never mentions the parameter (so stock QEMU works)
     avail_switchover_bandwidth_bytes_per_s: int | None = None
     capabilities: dict[str, bool] = field(default_factory=dict)
+    multifd_channels: int = 0  # 0: multifd off
+
+    def both_sides(self) -> tuple[dict[str, bool], dict[str, int]]:
+        """Capabilities and parameters both ends must agree on."""
+        caps = dict(self.capabilities)
+        params = {}
+        if self.multifd_channels:
+            caps["multifd"] = True
+            params["multifd-channels"] = self.multifd_channels
+        return caps, params
 
     def parameters(self) -> dict[str, int]:
         out = {"downtime-limit": self.downtime_limit_ms}
@@ -63,10 +73,13 @@ Query = Callable[[], dict[str, Any]]
 
 
 def configure(src: VM, dst: VM, settings: MigrationSettings) -> None:
-    caps = [{"capability": k, "state": v} for k, v in settings.capabilities.items()]
-    if caps:
-        for vm in (src, dst):
+    capabilities, shared = settings.both_sides()
+    caps = [{"capability": k, "state": v} for k, v in capabilities.items()]
+    for vm in (src, dst):
+        if caps:
             vm.command("migrate-set-capabilities", capabilities=caps)
+        if shared:
+            vm.command("migrate-set-parameters", **shared)
     src.command("migrate-set-parameters", **settings.parameters())
 
 

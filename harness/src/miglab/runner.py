@@ -9,14 +9,13 @@ Ctrl-C tears everything down.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import artifacts, migration, verdict
+from . import artifacts, migration, preflight, verdict
 from .autotune import PARAM, Autotuner, Sampler, read_ss
 from .guest import (
     HEARTBEAT,
@@ -34,14 +33,13 @@ from .scenario import Scenario
 from .verdict import Integrity, Status
 from .vm import VM, VMConfig, VMError
 
-log = logging.getLogger(__name__)
-
 MIGRATION_PORT = 4444
 READY_TIMEOUT_S = 120.0
 KVM_READY_TIMEOUT_S = 45.0  # a kernel that hangs under KVM (PVM hosts) is given up
 # After a switchover a guest that resumed prints a heartbeat within
 # milliseconds; one that has not within this is dead or stopped.
 FIRST_HEARTBEAT_TIMEOUT_S = 3.0
+COMMON_MACHINE = "pc-q35-7.2"
 
 
 class RunError(RuntimeError):
@@ -60,9 +58,16 @@ class Progress:
         return cls(lambda _: None, lambda _: None)
 
 
+def machine_type(s: Scenario) -> str:
+    """q35, or, when the two sides run different QEMUs, the q35 version both
+    know: the oldest build miglab has is 7.2, and a migration stream is only
+    compatible within one machine type version."""
+    return COMMON_MACHINE if s.dst_qemu and s.dst_qemu != s.qemu else "q35"
+
+
 def _guest_config(s: Scenario, binary: Path, accel: str, netns: str,
                   incoming: bool, extra_args: list[str] | None = None) -> VMConfig:
-    return VMConfig.for_binary(binary, memory_mib=s.memory_mib,
+    return VMConfig.for_binary(binary, memory_mib=s.memory_mib, machine=machine_type(s),
                                numa_nodes_mib=s.numa_nodes_mib, accel=accel,
                                kernel=artifacts.kernel(), initramfs=artifacts.initramfs(),
                                workload=s.workload(), incoming=incoming, netns=netns,
@@ -233,9 +238,14 @@ def lab(s: Scenario, logs: Path, progress: Progress | None = None,
 
 
 def _qemu_label(env: Lab) -> str:
-    if env.dst_binary == env.binary:
-        return str(env.binary)
-    return f"{env.binary} -> {env.dst_binary}"
+    """Each side's QEMU: its version and binary."""
+    def one(choice: str) -> str:
+        qemu = preflight.check_qemu(choice, "--qemu")
+        return f"QEMU {qemu.version} ({qemu.path})"
+    s = env.scenario
+    if not s.dst_qemu or s.dst_qemu == s.qemu:
+        return one(s.qemu)
+    return f"{one(s.qemu)} -> {one(s.dst_qemu)}, machine {machine_type(s)}"
 
 
 def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
@@ -261,7 +271,9 @@ def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
         pages_per_node=pages_per_node(env.src.console.lines()) if env.src.console else {},
         corrupt_pages=[verdict.describe_page(p) for p in guests.report.corrupt_pages]
         if guests.report else [],
-        reasons=_verdict_reasons(s, outcome, env.check, estimate, declared, guests),
+        reasons=_verdict_reasons(s, outcome, env.check, estimate, declared, guests)
+        + ([f"the automatic mode summed {tuner.connections} migration connection(s)"]
+           if tuner else []),
         samples=outcome.samples)
 
 

@@ -27,6 +27,7 @@ ACCEL_CHOICES = ("auto", "tcg", "kvm")
 # --memory much further (preflight.py), so sizes stop at the counters' limit.
 MIN_MEMORY_MIB = 128
 MIN_NUMA_NODE_MIB = 32
+MAX_MULTIFD_CHANNELS = 255  # QEMU's limit (migrate_params_check)
 MAX_NUMA_NODES = 16  # what the workload's interleave mask covers (guest/workload.c)
 MAX_SIZE_MIB = (1 << 32) - 1
 MAX_RATE_MIB = 65536  # MiB/s: 64G/s, far beyond what a guest rewrites
@@ -66,6 +67,7 @@ class Scenario:
     downtime_limit_ms: int = 300
     switchover_bandwidth_bytes_per_s: int | None = None  # None: parameter not set
     switchover_auto: bool = False  # set from the kernel's TCP samples (autotune.py)
+    multifd_channels: int = 0  # 0: one migration connection, no multifd
     timeout_s: float = 60.0
     accel: str = "auto"
     name: str = ""
@@ -84,7 +86,8 @@ class Scenario:
         declared = 0 if self.switchover_auto else self.switchover_bandwidth_bytes_per_s
         return MigrationSettings(downtime_limit_ms=self.downtime_limit_ms,
                                  max_bandwidth_bytes_per_s=self.max_bandwidth_bytes_per_s,
-                                 avail_switchover_bandwidth_bytes_per_s=declared)
+                                 avail_switchover_bandwidth_bytes_per_s=declared,
+                                 multifd_channels=self.multifd_channels)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -191,6 +194,15 @@ def _choice(choices: tuple[str, ...]):
     return parse
 
 
+def _count(low: int, high: int, example: str):
+    def parse(text: str, what: str) -> int:
+        if not text.strip().isdigit() or not low <= int(text) <= high:
+            raise units.UnitError(f"{what} {text!r}: expected a whole number from {low} to"
+                                  f" {high}, such as {example}")
+        return int(text)
+    return parse
+
+
 def _numa_nodes(text: str, what: str) -> tuple[int, ...]:
     accepted = (f"2 to {MAX_NUMA_NODES} sizes of whole MiB, each at least"
                 f" {MIN_NUMA_NODE_MIB}M, separated by commas, such as 128M,384M")
@@ -221,6 +233,7 @@ FIELDS: dict[str, tuple[str, Any]] = {
     "downtime-limit": ("downtime_limit_ms", _downtime_ms),
     "switchover-bandwidth": ("switchover_bandwidth_bytes_per_s",
                              _bandwidth("'none', 'auto'")),
+    "multifd-channels": ("multifd_channels", _count(0, MAX_MULTIFD_CHANNELS, "4")),
     "timeout": ("timeout_s", _seconds),
     "accel": ("accel", _choice(ACCEL_CHOICES)),
     "name": ("name", lambda t, w: str(t)),

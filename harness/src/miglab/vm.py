@@ -53,6 +53,7 @@ class VMLaunchError(VMError):
 class VMConfig:
     binary: Path
     memory_mib: int = 512
+    machine: str = "q35"  # with a kernel; a versioned type (pc-q35-7.2) across versions
     numa_nodes_mib: tuple[int, ...] = ()  # one RAM backend and NUMA node each; sum = memory
     accel: str = "tcg"
     kernel: Path | None = None
@@ -75,7 +76,7 @@ class VMConfig:
             raise ValueError(f"accel {self.accel!r}: accepted {', '.join(ACCELS)}")
         cmd = [
             str(self.binary),
-            "-machine", "q35" if self.kernel else "none",
+            "-machine", self.machine if self.kernel else "none",
             "-accel", self.accel,
             "-m", f"{self.memory_mib}M",
             "-nodefaults", "-no-user-config", "-display", "none",
