@@ -4,6 +4,9 @@
 # Everything downloaded or built from upstream lives here, outside git.
 MIGLAB_CACHE=${MIGLAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/miglab}
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# The QEMU builds compile through ccache (scripts/build-qemu), and so do the
+# later ninja runs in their trees (scripts/qemu-selftest): one cache for all.
+export CCACHE_DIR=${CCACHE_DIR:-$MIGLAB_CACHE/ccache}
 
 log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -34,21 +37,65 @@ ensure_deb_src() {
     APT_UPDATED=
 }
 
+# The machine's bookworm stanza of its Debian sources, printed with another
+# suite and, if given, other types ("deb-src"): the one rule by which every
+# apt entry of ours is derived, so that no archive host name is written here.
+derive_apt_stanza() { # suite [types]
+    local suite=$1 types=${2:-} deb822=/etc/apt/sources.list.d/debian.sources
+    [ -f "$deb822" ] || die "no $deb822 to derive the $suite entry from"
+    awk -v suite="$suite" -v types="$types" 'BEGIN { RS = ""; FS = "\n" }
+        /\nSuites: bookworm( |\n|$)/ {
+            sub(/\nSuites: [^\n]*/, "\nSuites: " suite)
+            if (types != "") sub(/^Types: [^\n]*/, "Types: " types)
+            print; print ""; exit }' "$deb822"
+}
+
 # The machine's Debian suite stanza, copied with another suite (backports).
 ensure_apt_suite() { # suite
     local suite=$1 list=/etc/apt/sources.list.d/miglab-$1.sources
     [ -s "$list" ] && return 0
-    local deb822=/etc/apt/sources.list.d/debian.sources
-    [ -f "$deb822" ] || die "no $deb822 to derive the $suite entry from"
-    awk -v suite="$suite" 'BEGIN { RS = ""; FS = "\n" }
-        /\nSuites: bookworm( |\n|$)/ {
-            sub(/\nSuites: [^\n]*/, "\nSuites: " suite); print; print ""; exit }' \
-        "$deb822" >"$list.tmp"
+    derive_apt_stanza "$suite" >"$list.tmp"
     grep -q "^Suites: $suite" "$list.tmp" ||
-        { rm -f "$list.tmp"; die "found no bookworm entry in $deb822 to derive $suite from"; }
+        { rm -f "$list.tmp"; die "found no bookworm entry to derive $suite from"; }
     mv "$list.tmp" "$list"
     log "added $list (derived from the machine's apt sources)"
     APT_UPDATED=
+}
+
+# Another suite of the machine's Debian archive (unstable) through a private
+# apt view in the cache: its own entry (derived as above, deb and deb-src)
+# and package lists, used only by the apt-get / apt-cache commands run
+# through apt_view, to fetch source packages and to download (never install)
+# packages. The host's apt sources and state are left as they are, so
+# neither its `apt-get update`, `apt-get source` nor `apt-get install` ever
+# sees that suite.
+apt_view_opts() { # suite
+    local dir=$MIGLAB_CACHE/apt-$1
+    # (the lists live under root's home, where apt's _apt user cannot write)
+    printf '%s\n' -o "Dir::Etc::SourceList=$dir/sources.list" \
+        -o "Dir::Etc::SourceParts=$dir/sources.list.d" -o "Dir::State::Lists=$dir/lists" \
+        -o "Dir::Cache::pkgcache=" -o "Dir::Cache::srcpkgcache=" -o "APT::Sandbox::User=root"
+}
+
+apt_view_update() { # suite
+    local suite=$1 dir=$MIGLAB_CACHE/apt-$1
+    mkdir -p "$dir/sources.list.d" "$dir/lists/partial"
+    : >"$dir/sources.list"
+    derive_apt_stanza "$suite" "deb deb-src" >"$dir/$suite.sources.tmp"
+    grep -q '^Types: deb deb-src' "$dir/$suite.sources.tmp" ||
+        die "found no bookworm entry to derive an entry for $suite from"
+    mv "$dir/$suite.sources.tmp" "$dir/sources.list.d/$suite.sources"
+    log "apt-get update of $suite (private lists in $dir)"
+    local opts
+    mapfile -t opts < <(apt_view_opts "$suite")
+    apt-get "${opts[@]}" update -qq >&2 || die "apt-get update of $suite failed"
+}
+
+apt_view() { # suite, apt-get|apt-cache, arguments...
+    local opts cmd=$2
+    mapfile -t opts < <(apt_view_opts "$1")
+    shift 2
+    "$cmd" "${opts[@]}" "$@"
 }
 
 APT_UPDATED=

@@ -16,8 +16,9 @@ from pathlib import Path
 from conftest import GuestPair
 
 from miglab import migration
-from miglab.guest import GuestReport, Workload, read_console
+from miglab.guest import GuestReport, Workload, read_console, wait_for_checked_pass
 from miglab.migration import MigrationSettings
+from miglab.verdict import Status
 
 WORKLOAD = Workload(hot_set_mib=32, dirty_rate_mib=40)
 # Uncapped over a unix socket, QEMU switches over right after the bulk pass,
@@ -28,9 +29,11 @@ ITERATING = MigrationSettings(downtime_limit_ms=300, max_bandwidth_bytes_per_s=6
 def migrate_and_watch_destination(binary: Path, workdir: Path) -> GuestReport:
     with GuestPair(binary, workdir, WORKLOAD) as pair:
         outcome = migration.run(pair.src, pair.dst, ITERATING, pair.uri, deadline_s=60)
-        assert outcome.status == "completed", outcome.samples[-1]
-        time.sleep(4)  # a second and more for the kernel to trip, then a verify pass
+        assert outcome.status == Status.COMPLETED, outcome.samples[-1]
         assert pair.dst.console
+        # a whole verification pass that started after the switchover; a
+        # kernel that trips meanwhile never completes one (then: the deadline)
+        wait_for_checked_pass(pair.dst.console, time.monotonic(), WORKLOAD.verify_deadline_s)
         # Everything the destination printed came after it resumed.
         return read_console(pair.dst.console.lines())
 
@@ -40,7 +43,7 @@ def test_patched_destination_guest_survives_with_memory_verified(
     report = migrate_and_watch_destination(patched_bin, tmp_path)
     assert not report.kernel_errors, report.kernel_errors
     assert report.memory_verified, report
-    assert len(report.heartbeats) > 100  # alive: ~4 s of 10 ms heartbeats
+    assert len(report.heartbeats) > 50  # alive: a pass or more of 10 ms heartbeats
 
 
 def test_stock_destination_guest_dies_or_is_corrupt(stock_bin: Path, tmp_path: Path) -> None:
