@@ -9,7 +9,10 @@ command.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from qemu.qmp import ConnectError, ExecuteError
@@ -57,10 +60,30 @@ class Monitor(QEMUMonitorProtocol):
             raise QMPError(f"QMP {self.socket_path}: {err}") from None
         return self._get_greeting()
 
-    def accept(self, timeout: float | None = CONNECT_TIMEOUT_S) -> dict[str, Any]:
+    def accept(self, timeout: float | None = CONNECT_TIMEOUT_S,
+               alive: Callable[[], bool] | None = None) -> dict[str, Any]:
+        """Wait for QEMU to connect and negotiate, up to @timeout seconds; give up
+        early when @alive() says the process is gone.
+
+        One accept runs to its end: cancelling it halfway through the
+        negotiation (a slow QEMU) would leave a connection QEMU never
+        repeats, so the deadline and the liveness checks only look at it."""
         self._qmp.await_greeting = True
         self._qmp.negotiate = True
-        self._deadline(self._qmp.accept(), timeout, "the connection from QEMU")
+        task = self._aloop.create_task(self._qmp.accept())
+        deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
+        while not task.done():
+            left = deadline - time.monotonic()
+            if left <= 0 or (alive is not None and not alive()):
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    self._aloop.run_until_complete(task)
+                if left <= 0:
+                    raise QMPTimeout(self.socket_path, "the connection from QEMU",
+                                     timeout or 0.0)
+                raise QMPError(f"QMP {self.socket_path}: QEMU exited before it connected")
+            self._aloop.run_until_complete(asyncio.wait([task], timeout=min(left, 0.5)))
+        task.result()  # its own error, if negotiation failed
         greeting = self._get_greeting()
         assert greeting is not None
         return greeting

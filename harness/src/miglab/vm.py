@@ -163,16 +163,13 @@ class VM:
 
     def _accept_qmp(self, timeout: float) -> None:
         assert self._qmp and self._process
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self._qmp.accept(timeout=1.0)
-                return
-            except Exception as exc:  # a timeout, or QEMU gone
-                if self._process.poll() is not None:
-                    raise self._launch_error("QEMU exited while starting") from None
-                if time.monotonic() > deadline:
-                    raise self._launch_error(f"no QMP connection in {timeout:.0f}s") from exc
+        process = self._process
+        try:
+            self._qmp.accept(timeout=timeout, alive=lambda: process.poll() is None)
+        except Exception as exc:  # a timeout, QEMU gone, or a broken negotiation
+            if process.poll() is not None:
+                raise self._launch_error("QEMU exited while starting") from None
+            raise self._launch_error(f"no QMP connection in {timeout:.0f}s ({exc})") from exc
 
     def shutdown(self, timeout: float = QUIT_TIMEOUT_S) -> ownership.Removal:
         """Stop QEMU ("quit"; SIGKILL if it does not answer or exit) and remove
