@@ -6,6 +6,7 @@ file: the arrival time of a line is when the host saw it.
 """
 from __future__ import annotations
 
+import bisect
 import re
 import socket
 import threading
@@ -78,6 +79,12 @@ class Console:
     def lines(self) -> list[ConsoleLine]:
         with self._cond:
             return list(self._lines)
+
+    def index_after(self, host_time: float) -> int:
+        """Index of the first line that arrived at or after @host_time (lines are
+        kept in arrival order, so their times are sorted)."""
+        with self._cond:
+            return bisect.bisect_left(self._lines, host_time, key=lambda line: line.host_time)
 
     def wait_for(self, pattern: str, timeout: float, since: int = 0) -> ConsoleLine | None:
         """First line from index @since matching @pattern, waiting up to @timeout s."""

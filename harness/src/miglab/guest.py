@@ -8,7 +8,6 @@ verification passes and the corrupt pages they found.
 """
 from __future__ import annotations
 
-import bisect
 import logging
 import re
 import time
@@ -231,9 +230,7 @@ def wait_for_checked_pass(console: Console, after: float, deadline_s: float) -> 
     is made for it); False if the pass has not ended by then.
     """
     deadline = after + deadline_s
-    lines = console.lines()
-    # Lines are appended in arrival order, so their times are sorted.
-    since = bisect.bisect_left([line.host_time for line in lines], after)
+    since = console.index_after(after)
     first = console.wait_for(_VERIFY.pattern, max(0.0, deadline - time.monotonic()), since)
     if first is None:
         return False

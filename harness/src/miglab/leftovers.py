@@ -17,6 +17,7 @@ class Snapshot:
     namespaces: frozenset[str]
     processes: frozenset[str]  # "what (pid N)"
     directories: frozenset[str]
+    qemu_pids: frozenset[int]  # of the processes above, the QEMUs
 
     def new_since(self, before: Snapshot) -> dict[str, set[str]]:
         """What exists now and did not before, by kind; empty when nothing was left."""
@@ -27,11 +28,6 @@ class Snapshot:
         }
         return {kind: items for kind, items in found.items() if items}
 
-    @property
-    def qemu_pids(self) -> frozenset[int]:
-        return frozenset(int(p.rsplit("pid ", 1)[1].rstrip(")")) for p in self.processes
-                         if "QEMU" in p)
-
 
 def snapshot() -> Snapshot:
     live = [e for record in ownership.records() for e in record.live_entries()]
@@ -39,4 +35,5 @@ def snapshot() -> Snapshot:
         frozenset(e.name for e in live if e.kind == "namespace"),
         frozenset(e.describe() for e in live if e.kind == "process"),
         frozenset(e.name for e in live if e.kind == "directory"),
+        frozenset(int(e.name) for e in live if e.kind == "process" and "QEMU" in e.what),
     )

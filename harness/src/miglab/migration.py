@@ -140,13 +140,18 @@ def cancel(src: VM, timeout_s: float = CANCEL_TIMEOUT_S) -> str:
         return "cancelling"
 
 
+def _exited(vm: VM) -> str | None:
+    """"NAME QEMU exited (code N): its last stderr line", if it has exited."""
+    if vm.exitcode is None:
+        return None
+    last = vm.stderr_tail(1)
+    return f"{vm.name} QEMU exited (code {vm.exitcode})" + (f": {last}" if last else "")
+
+
 def _failure(src: VM, dst: VM, err: Exception) -> str:
     """What to tell the user when the source's monitor failed mid-migration."""
-    for vm in (src, dst):
-        if vm.exitcode is not None:
-            last = vm.stderr_tail(1)
-            return (f"{vm.name} QEMU exited (code {vm.exitcode})"
-                    + (f": {last}" if last else ""))
+    if exited := _exited(src) or _exited(dst):
+        return exited
     if isinstance(err, QMPTimeout):
         return f"source QEMU stopped answering: {err}"
     return f"source QEMU monitor failed: {type(err).__name__}: {err}"
@@ -177,6 +182,6 @@ def run(src: VM, dst: VM, settings: MigrationSettings, uri: str, deadline_s: flo
     outcome = decide(samples, info, time.monotonic(), started)
     if outcome.status == Status.NOT_CONVERGED:
         cancel(src)
-    elif outcome.status == Status.FAILED and dst.exitcode is not None:
-        outcome.error = f"{outcome.error}; {_failure(src, dst, RuntimeError())}"
+    elif outcome.status == Status.FAILED and (exited := _exited(dst)):
+        outcome.error = f"{outcome.error}; {exited}"
     return outcome

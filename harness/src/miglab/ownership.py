@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .deadline import DeadlineExceeded, wait_for
+
 log = logging.getLogger(__name__)
 
 STATE_DIR = Path(os.environ.get("MIGLAB_STATE_DIR", "/run/miglab"))
@@ -305,10 +307,9 @@ def _remove(entry: Entry) -> Removal:
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(entry.name), signal.SIGKILL)
         # SIGKILL is not ignorable; wait briefly for the kernel to reap it
-        for _ in range(50):
-            if not _matches(entry):
-                break
-            threading.Event().wait(0.02)
+        with contextlib.suppress(DeadlineExceeded):
+            wait_for(lambda: not _matches(entry), 1.0, f"{entry.describe()} to die",
+                     interval_s=0.02)
     elif entry.kind == "namespace":
         subprocess.run(["ip", "netns", "del", entry.name], capture_output=True)
     else:

@@ -159,7 +159,7 @@ def _check_guests(s: Scenario, outcome: Outcome, src: VM, dst: VM) -> GuestVerdi
     workload = s.workload()
     ended = outcome.ended_at
     if guest.running and guest.console.wait_for(
-            HEARTBEAT, FIRST_HEARTBEAT_TIMEOUT_S, since=_first_line_after(guest, ended)):
+            HEARTBEAT, FIRST_HEARTBEAT_TIMEOUT_S, since=guest.console.index_after(ended)):
         wait_for_checked_pass(guest.console, ended, workload.verify_deadline_s)
     checked = read_console(guest.console.lines(), after=after)
     is_alive = verdict.alive(checked.heartbeats, time.monotonic())
@@ -172,12 +172,6 @@ def _check_guests(s: Scenario, outcome: Outcome, src: VM, dst: VM) -> GuestVerdi
     if completed:
         return GuestVerdict(integrity, is_alive, None, blackout, checked)
     return GuestVerdict(integrity, None, is_alive, blackout, checked)
-
-
-def _first_line_after(vm: VM, after: float) -> int:
-    assert vm.console
-    lines = vm.console.lines()
-    return next((i for i, line in enumerate(lines) if line.host_time >= after), len(lines))
 
 
 @dataclass
