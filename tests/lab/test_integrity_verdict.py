@@ -3,7 +3,8 @@
 A capped migration that completes (the link rate declared); right after
 the switchover, QEMU's gdbstub on the destination writes garbage into hot
 page 0 at the guest-physical address the workload printed when it started
-(memory migrates as it is, so the address holds on the destination). The
+(memory migrates as it is, so the address holds on the destination),
+once the destination guest is seen at work. The
 verdict must be `corrupt`, naming the page and its address. The negative
 control is test_miglab_run's declared-link run: the same migration with no
 fault is `ok`.
@@ -13,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from miglab import gdbstub, migration, runner, scenario
-from miglab.guest import READY, parse_ready
+from miglab.guest import HEARTBEAT, READY, parse_ready
 from miglab.verdict import Integrity, Status
 
 PAGE = b"\xa5" * 4096
@@ -32,6 +33,14 @@ def test_a_page_corrupted_on_the_destination_is_reported_with_its_address(
         hot_page0 = parse_ready(started.text).hot_paddr0
         outcome = migration.run(env.src, env.dst, s.migration(), env.uri, s.timeout_s)
         assert outcome.status == Status.COMPLETED, outcome.error
+        # The source says completed before the destination has loaded the
+        # last of the stream and resumed: a write (and the detach's
+        # resume) before then races the load.  A heartbeat is the guest at
+        # work on the destination.
+        assert env.dst.console
+        assert env.dst.console.wait_for(
+            HEARTBEAT, runner.FIRST_HEARTBEAT_TIMEOUT_S,
+            since=env.dst.console.index_after(outcome.ended_at))
         gdbstub.write_guest_physical(gdb, hot_page0, PAGE)
         result = runner.judge(env, outcome)
     assert result.integrity == Integrity.CORRUPT, result.reasons
