@@ -74,6 +74,8 @@ CASES = {
     "downtime-limit-beyond-qemu": Case(("--downtime-limit", "99999999"),
                                        "--downtime-limit '99999999': expected whole"
                                        " milliseconds from 0 to 2000000"),
+    "cross-traffic-too-many": Case(("--cross-traffic", "17"),
+                                   "--cross-traffic '17': expected a whole number from 0 to 16"),
     "max-bandwidth-beyond-qemu": Case(("--max-bandwidth", "18446744073709551616"),
                                       "--max-bandwidth '18446744073709551616': expected"),
 }

@@ -133,6 +133,17 @@ def test_bad_multifd_channels_are_refused(text: str) -> None:
         scenario.parse({"multifd-channels": text})
 
 
+@pytest.mark.parametrize("text", ["-1", "17", "three"])
+def test_bad_cross_traffic_is_refused(text: str) -> None:
+    with pytest.raises(scenario.ScenarioError, match="--cross-traffic .*0 to 16"):
+        scenario.parse({"cross-traffic": text})
+
+
+def test_cross_traffic_is_a_count_of_flows() -> None:
+    assert scenario.parse({"cross-traffic": "3"}).cross_traffic_flows == 3
+    assert scenario.parse({}).cross_traffic_flows == 0
+
+
 def test_different_builds_on_each_side_share_a_versioned_machine_type() -> None:
     from miglab import runner
     assert runner.machine_type(scenario.parse({"qemu": "patched"})) == "q35"

@@ -52,3 +52,14 @@ def test_corrupt_pages_are_named_with_their_address() -> None:
     page = CorruptPage("zero", 7, 0x2a000, "nonzero_word=3")
     reasons = verdict.guest_reasons(report(corrupt=[page]), "destination", True)
     assert any("zero-set page 7 at guest-physical 0x2a000" in r for r in reasons), reasons
+
+
+def test_cross_traffic_reasons_give_the_share_against_a_fair_one() -> None:
+    cross = {"flows": 3, "link_goodput_alone_bps": 955e6, "flows_goodput_bps": 883e6,
+             "migration_tcp_bps": 230e6, "migration_share": 0.241}
+    reasons = verdict.cross_traffic_reasons(cross)
+    assert reasons[0] == ("3 competing flow(s) carried 883 Mbit/s on a link that carried"
+                          " 955 Mbit/s alone")
+    assert reasons[1].endswith("is 24% of the link alone (1/4 would be 25%)")
+    assert verdict.cross_traffic_reasons({**cross, "migration_tcp_bps": None})[1] == (
+        "the migration connection's TCP samples agreed on no rate")

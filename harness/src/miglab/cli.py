@@ -50,6 +50,8 @@ SCENARIO_OPTIONS = {
                             " the migration connection)",
     "multifd-channels": "migrate over N multifd channels (TCP connections), 0 for one"
                         " connection without multifd (default 0)",
+    "cross-traffic": "N bulk TCP flows from the source to the destination namespace over"
+                     " the same link, from before the migration until it ends (default 0)",
     "timeout": "seconds to wait for convergence before cancelling (default 60)",
     "accel": "auto, tcg or kvm (default auto: KVM only if a guest boots under it)",
     "name": "a name for the run, used in reports",

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import secrets
 import subprocess
-import sys
 from dataclasses import dataclass
 
-from . import ownership
+from . import ownership, traffic
 from .units import human_bits
 
 # RFC 2544's benchmarking range: never routed, only inside our namespaces.
@@ -28,7 +27,6 @@ CHECK_LOW, CHECK_HIGH = 0.80, 1.20
 # instead of the kernel's default 15 (about 15 min), so a migration over a
 # cut link fails in seconds, as an operator would want to see in a lab.
 TCP_RETRIES = 5
-PROBE_SLACK_S = 15.0  # a link check's processes start, connect and report within this
 
 
 class LinkError(RuntimeError):
@@ -204,33 +202,13 @@ class Link:
         _run("ip", "-n", self.src_ns, "link", "set", self._src_dev, state)
 
     def measure(self, seconds: float = 2.0, port: int = 5201) -> LinkCheck:
-        """TCP goodput from the source to the destination namespace."""
-        probe = [sys.executable, "-m", "miglab.linkprobe"]
-        record = ownership.current()
-        recv, recv_entry = ownership.spawn([*probe, "recv", DST_ADDR, str(port)],
-                                           "link probe receiver", self.dst_ns,
-                                           stdout=subprocess.PIPE, text=True)
-        send, send_entry = None, None
+        """TCP goodput from the source to the destination namespace, one flow alone."""
+        flow = traffic.Flow(self.src_ns, self.dst_ns, DST_ADDR, port, seconds, "link probe")
         try:
-            assert recv.stdout
-            if recv.stdout.readline().strip() != "listening":
-                raise LinkError("link check: the receiver did not start")
-            send, send_entry = ownership.spawn(
-                [*probe, "send", DST_ADDR, str(port), str(seconds)], "link probe sender",
-                self.src_ns, stderr=subprocess.PIPE, text=True)
-            _, err = send.communicate(timeout=seconds + PROBE_SLACK_S)
-            if send.returncode != 0:
-                raise LinkError(f"link check: the sender failed: {err.strip()}")
-            out, _ = recv.communicate(timeout=PROBE_SLACK_S)
-            total, elapsed = out.split()
-        except subprocess.TimeoutExpired:
-            raise LinkError(f"link check: no result within {seconds + PROBE_SLACK_S:.0f}s"
-                            ) from None
+            flow.start()
+            delivered = flow.wait()
+        except traffic.FlowError as err:
+            raise LinkError(f"link check: {err}") from None
         finally:
-            for proc, entry in ((send, send_entry), (recv, recv_entry)):
-                if proc and entry:
-                    proc.kill()
-                    proc.wait()
-                    record.release(entry)
-        return LinkCheck(self.config.rate_bps, int(total) * 8 / float(elapsed))
-
+            flow.close()
+        return LinkCheck(self.config.rate_bps, delivered.goodput_bps)

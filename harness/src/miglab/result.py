@@ -59,6 +59,8 @@ class Result:
     # guest NUMA nodes: set -> pages on each node, all of them verified (empty: one node)
     pages_per_node: dict[str, list[int]] = field(default_factory=dict)
     corrupt_pages: list[str] = field(default_factory=list)  # as the guest reported them
+    # --cross-traffic: flows, their goodput, the migration connection's share (runner.py)
+    cross_traffic: dict[str, Any] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from . import artifacts, migration, preflight, verdict
 from .autotune import PARAM, Autotuner, Sampler, read_ss
@@ -30,6 +31,7 @@ from .link import DST_ADDR, Link, LinkCheck
 from .migration import Outcome
 from .result import Result, Sample
 from .scenario import Scenario
+from .traffic import CrossTraffic, Delivered
 from .verdict import Integrity, Status
 from .vm import VM, VMConfig, VMError
 
@@ -40,6 +42,9 @@ KVM_READY_TIMEOUT_S = 45.0  # a kernel that hangs under KVM (PVM hosts) is given
 # milliseconds; one that has not within this is dead or stopped.
 FIRST_HEARTBEAT_TIMEOUT_S = 3.0
 COMMON_MACHINE = "pc-q35-7.2"
+# Competing flows end by themselves this long after the migration's deadline
+# (its cancel, the guests' check): they never outlive a run that lost track.
+CROSS_TRAFFIC_SLACK_S = 60.0
 
 
 class RunError(RuntimeError):
@@ -243,8 +248,10 @@ def _qemu_label(env: Lab) -> str:
 
 
 def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
-          tuner: Autotuner | None = None) -> Result:
-    """The Result of a migration that ran in @env: guests checked, reasons given."""
+          tuner: Autotuner | None = None, cross: dict[str, Any] | None = None) -> Result:
+    """The Result of a migration that ran in @env: guests checked, reasons given.
+
+    @tuner is the automatic mode's; @cross, cross_traffic_report()'s."""
     progress = progress or Progress.silent()
     s = env.scenario
     declared = tuner.declared_bytes_per_s if tuner else s.switchover_bandwidth_bytes_per_s
@@ -265,9 +272,11 @@ def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
         pages_per_node=pages_per_node(env.src.console.lines()) if env.src.console else {},
         corrupt_pages=[verdict.describe_page(p) for p in guests.report.corrupt_pages]
         if guests.report else [],
+        cross_traffic=cross or {},
         reasons=_verdict_reasons(s, outcome, env.check, estimate, declared, guests)
         + ([f"the automatic mode summed {tuner.connections} migration connection(s)"]
-           if tuner else []),
+           if tuner else [])
+        + (verdict.cross_traffic_reasons(cross) if cross else []),
         samples=outcome.samples)
 
 
@@ -288,20 +297,56 @@ def _sampling(env: Lab, tuner: Autotuner) -> Callable[[float], Sampler]:
     return sampler
 
 
+def _cross_traffic(env: Lab) -> contextlib.AbstractContextManager[CrossTraffic | None]:
+    """The scenario's competing flows, running once entered (none: a null context)."""
+    s = env.scenario
+    if not s.cross_traffic_flows:
+        return contextlib.nullcontext()
+    # Bounded by themselves: a migration's deadline, its cancel and slack.
+    seconds = s.timeout_s + CROSS_TRAFFIC_SLACK_S
+    return CrossTraffic(env.link.src_ns, env.link.dst_ns, DST_ADDR, s.cross_traffic_flows,
+                        seconds)
+
+
+def cross_traffic_report(env: Lab, delivered: list[Delivered],
+                         observed: Autotuner) -> dict[str, Any]:
+    """The flows' goodput and the migration connection's share of the link.
+
+    The share is the fastest TCP delivery rate the migration's own samples
+    agreed on (autotune's filter, over its last window) against the link's
+    goodput measured alone before the run."""
+    alone_bps = env.check.measured_bps
+    migration_bps = observed.measured_bps()
+    return {
+        "flows": len(delivered),
+        "link_goodput_alone_bps": round(alone_bps),
+        "flows_goodput_bps": round(sum(d.goodput_bps for d in delivered)),
+        "flow_goodput_bps": [round(d.goodput_bps) for d in delivered],
+        "migration_tcp_bps": round(migration_bps) if migration_bps else None,
+        "migration_share": round(migration_bps / alone_bps, 3) if migration_bps else None,
+    }
+
+
 def run(s: Scenario, logs: Path, progress: Progress | None = None,
         on_link_measured: Callable[[float], None] | None = None) -> Result:
     """One scenario, start to verdict."""
     progress = progress or Progress.silent()
-    with lab(s, logs, progress, on_link_measured) as env:
-        progress.stage("migrating")
+    with lab(s, logs, progress, on_link_measured) as env, _cross_traffic(env) as flows:
         tuner = Autotuner() if s.switchover_auto else None
+        # With competing flows the migration's samples are watched in any
+        # mode: they say what share of the link it got.
+        watched = tuner or (Autotuner() if flows else None)
+        if flows:
+            progress.stage(f"{s.cross_traffic_flows} competing flow(s) on the link")
+        progress.stage("migrating")
         outcome = migration.run(
             env.src, env.dst, s.migration(), env.uri, s.timeout_s,
             _autotuning(env, tuner, progress) if tuner else progress.sample,
-            during=_sampling(env, tuner) if tuner else None)
-        if tuner:
-            tuner.write_csv(logs / "tcpinfo.csv")
-            if env.src.running and outcome.status != Status.FAILED:
-                # leave the parameter as it was before the run
-                env.src.command("migrate-set-parameters", **{PARAM: 0})
-        return judge(env, outcome, progress, tuner)
+            during=_sampling(env, watched) if watched else None)
+        cross = cross_traffic_report(env, flows.stop(), watched) if flows and watched else {}
+        if watched:
+            watched.write_csv(logs / "tcpinfo.csv")
+        if tuner and env.src.running and outcome.status != Status.FAILED:
+            # leave the parameter as it was before the run
+            env.src.command("migrate-set-parameters", **{PARAM: 0})
+        return judge(env, outcome, progress, tuner, cross)

@@ -28,6 +28,7 @@ ACCEL_CHOICES = ("auto", "tcg", "kvm")
 MIN_MEMORY_MIB = 128
 MIN_NUMA_NODE_MIB = 32
 MAX_MULTIFD_CHANNELS = 255  # QEMU's limit (migrate_params_check)
+MAX_CROSS_TRAFFIC_FLOWS = 16  # competing flows: beyond this each gets too little to say much
 MAX_NUMA_NODES = 16  # what the workload's interleave mask covers (guest/workload.c)
 MAX_SIZE_MIB = (1 << 32) - 1
 MAX_RATE_MIB = 65536  # MiB/s: 64G/s, far beyond what a guest rewrites
@@ -68,6 +69,7 @@ class Scenario:
     switchover_bandwidth_bytes_per_s: int | None = None  # None: parameter not set
     switchover_auto: bool = False  # set from the kernel's TCP samples (autotune.py)
     multifd_channels: int = 0  # 0: one migration connection, no multifd
+    cross_traffic_flows: int = 0  # bulk TCP flows sharing the link during the migration
     timeout_s: float = 60.0
     accel: str = "auto"
     name: str = ""
@@ -234,6 +236,7 @@ FIELDS: dict[str, tuple[str, Any]] = {
     "switchover-bandwidth": ("switchover_bandwidth_bytes_per_s",
                              _bandwidth("'none', 'auto'")),
     "multifd-channels": ("multifd_channels", _count(0, MAX_MULTIFD_CHANNELS, "4")),
+    "cross-traffic": ("cross_traffic_flows", _count(0, MAX_CROSS_TRAFFIC_FLOWS, "3")),
     "timeout": ("timeout_s", _seconds),
     "accel": ("accel", _choice(ACCEL_CHOICES)),
     "name": ("name", lambda t, w: str(t)),

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .units import human_bits
 
@@ -94,6 +94,22 @@ def bandwidth_reasons(link_bps: float, estimate_bps: float | None,
                        " the real downtime can exceed the limit")
     else:
         out.append("no switchover bandwidth declared: QEMU decides on its estimate")
+    return out
+
+
+def cross_traffic_reasons(cross: dict[str, Any]) -> list[str]:
+    """What the competing flows took, and what the migration's connection got."""
+    out = [f"{cross['flows']} competing flow(s) carried"
+           f" {human_bits(cross['flows_goodput_bps'])} on a link that carried"
+           f" {human_bits(cross['link_goodput_alone_bps'])} alone"]
+    if cross.get("migration_tcp_bps"):
+        out.append(f"the migration connection's TCP delivery rate"
+                   f" {human_bits(cross['migration_tcp_bps'])} is"
+                   f" {cross['migration_share']:.0%} of the link alone"
+                   f" (1/{cross['flows'] + 1} would be"
+                   f" {1 / (cross['flows'] + 1):.0%})")
+    else:
+        out.append("the migration connection's TCP samples agreed on no rate")
     return out
 
 
