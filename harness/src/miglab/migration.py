@@ -109,6 +109,8 @@ def follow(query: Query, started: float, deadline_s: float | None,
         if on_sample:
             on_sample(sample)
         seen = seen or sample.status in ACTIVE_STATES
+        if sample.status == "completed":
+            return completion_figures(query, info)
         if sample.status in FINAL_STATES or (seen and sample.status == "none"):
             return info
         if deadline_s is not None and sample.t_s >= deadline_s:
@@ -197,8 +199,6 @@ def run(src: VM, dst: VM, settings: MigrationSettings, uri: str, deadline_s: flo
         log.warning("following the migration: %s", err)
         return Outcome(Status.FAILED, samples, error=_failure(src, dst, err),
                        started_at=started, ended_at=time.monotonic())
-    if info.get("status") == "completed":
-        info = completion_figures(lambda: src.command("query-migrate"), info)
     outcome = decide(samples, info, time.monotonic(), started)
     if outcome.status == Status.NOT_CONVERGED:
         cancel(src)
