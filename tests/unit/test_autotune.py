@@ -114,7 +114,11 @@ def test_follow_tunes_only_while_active_and_returns_the_final_status() -> None:
 
     def command(name: str, **args: object) -> dict:
         calls.append((name, args))
-        return {"status": next(statuses)} if name == "query-migrate" else {}
+        if name != "query-migrate":
+            return {}
+        status = next(statuses)
+        return {"status": status, "total-time": 1} if status == "completed" else {
+            "status": status}
 
     def read(t: float) -> dict[str, TcpSample]:
         return {"c": TcpSample(t, 900e6, False)}
