@@ -17,6 +17,9 @@ max-bandwidth, so after every pass the whole hot set is dirty again.
 """
 from __future__ import annotations
 
+import math
+import re
+
 from labtest import LabTest
 
 from miglab import units
@@ -25,6 +28,7 @@ from miglab.verdict import Integrity, Status, within_limit
 HOT_SET_BYTES = 12 * 1024 * 1024
 CAP_BYTES_PER_S = 8_000_000
 DEADLINE_S = 20  # the bulk pass at the cap takes about 11 s; then it iterates
+SHAPE_KEYS = ("dst-qemu", "multifd-channels")
 
 
 class CappedPrecopy(LabTest):
@@ -39,6 +43,11 @@ class CappedPrecopy(LabTest):
         values = {"qemu": self.params.get("qemu", default="patched"), "link-rate": link_rate,
                   "hot-set": "12M", "dirty-rate": "40M", "max-bandwidth": CAP_BYTES_PER_S,
                   "downtime-limit": limit_ms, "timeout": DEADLINE_S, "accel": "tcg"}
+        # The shapes (multifd.yaml, shapes.yaml): none of them changes the
+        # physics above; multifd's channels share the cap and the link.
+        for key in SHAPE_KEYS:
+            if (value := self.params.get(key.replace("-", "_"))) is not None:
+                values[key] = value
         if declared in ("link", "auto"):
             values["switchover-bandwidth"] = (
                 units.parse_bits_per_s(link_rate) // 8 if declared == "link" else "auto")
@@ -52,6 +61,10 @@ class CappedPrecopy(LabTest):
             # auto declares the TCP delivery rate times 0.92 once it measured it:
             # within 15% of the measured link and never more than 5% above it.
             self.assertTrue(result.autotune, "autotune never declared a bandwidth")
+            # every multifd channel counts (the main connection too, with little on it)
+            summed = re.search(r"summed (\d+) migration connection", " ".join(result.reasons))
+            self.assertTrue(summed, result.reasons)
+            self.assertGreaterEqual(int(summed.group(1)), max(1, s.multifd_channels))
             for change in result.autotune:
                 self.assertGreaterEqual(change["bytes_per_s"] * 8, 0.85 * link_bps)
                 self.assertLessEqual(change["bytes_per_s"] * 8, 1.05 * link_bps)
@@ -76,3 +89,71 @@ class CappedPrecopy(LabTest):
             self.assertTrue(within_limit(result.downtime_ms, limit_ms), result.reasons)
             self.assertEqual(result.integrity, Integrity.OK, result.reasons)
             self.assertEqual(result.destination_alive, True)
+
+
+SHARED_HOT_SET_BYTES = 32 * 1024 * 1024
+SHARED_DIRTY_BYTES_PER_S = 6 * 1024 * 1024
+
+
+class SharedLink(LabTest):
+    """
+    The link shared with N bulk TCP flows (shared-link.yaml: 1 and 3 flows,
+    the link's rate declared and auto; 1 Gbit/s, 300 ms).
+
+    The guest rewrites a 32 MiB hot set at 6 MiB/s, slower than the 8 MB/s
+    cap, so the dirty set shrinks from one pass to the next (random
+    rewrites: after a pass of t s, 32 MiB x (1 - exp(-6t/32)) is dirty) and
+    a migration switches over as soon as its threshold admits what is left.
+    At the switchover the cap is lifted and TCP gives the migration about
+    a fair share of the link, F = goodput / (N + 1):
+
+    - the link's rate declared: threshold 125 MB/s x 300 ms = 37.5 MB, above
+      the whole hot set (33.5 MB), so it switches over at the first sync
+      after the bulk pass. That pass sends the hot set at the cap, at least
+      33.5 MB / 8 MB/s = 4.2 s, while 25 MiB of rewrites land on it: at
+      least 54% of it, 18 MB, is dirty, and takes 18 MB / F to send. With
+      three flows F is about 30 MB/s: at least 600 ms, twice the limit.
+      (With one flow the bound, 300 ms, does not prove an overshoot; the
+      run says what happened.)
+    - auto: the migration connection's own delivery-rate samples read its
+      share (they are taken under the same competition), so it declares
+      about F x 0.92 or less and switches over only once the dirty set fits
+      its threshold: within the limit, whatever N.
+
+    :avocado: tags=convergence,shared-link
+    """
+
+    def test_shared_link(self) -> None:
+        link_rate = self.params.get("link_rate", default="1gbit")
+        limit_ms = int(self.params.get("downtime_limit", default=300))
+        flows = int(self.params.get("cross_traffic", default=3))
+        mode = self.params.get("switchover", default="auto")
+        s = self.scenario(qemu=self.params.get("qemu", default="patched"),
+                          **{"link-rate": link_rate, "hot-set": "32M", "dirty-rate": "6M",
+                             "max-bandwidth": CAP_BYTES_PER_S, "downtime-limit": limit_ms,
+                             "cross-traffic": flows, "timeout": 60, "accel": "tcg",
+                             "switchover-bandwidth": "auto" if mode == "auto"
+                             else units.parse_bits_per_s(link_rate) // 8})
+        result = self.run_scenario(s)
+        cross = result.cross_traffic
+        self.assertEqual(cross["flows"], flows)
+        fair_bytes_per_s = cross["link_goodput_alone_bps"] / 8 / (flows + 1)
+        # premise: the competing flows really took most of the link
+        self.assertGreater(cross["flows_goodput_bps"], 0.5 * cross["link_goodput_alone_bps"])
+        self.assertEqual(result.status, Status.COMPLETED, result.reasons)
+        self.assertEqual(result.integrity, Integrity.OK, result.reasons)
+        self.assertEqual(result.destination_alive, True)
+        if s.switchover_auto:
+            self.assertTrue(result.autotune, "autotune never declared a bandwidth")
+            for change in result.autotune:
+                self.assertLessEqual(change["bytes_per_s"], 1.1 * fair_bytes_per_s)
+            self.assertTrue(within_limit(result.downtime_ms, limit_ms), result.reasons)
+        else:
+            threshold_bytes = s.switchover_bandwidth_bytes_per_s * limit_ms / 1000
+            self.assertGreater(threshold_bytes, SHARED_HOT_SET_BYTES)  # premise
+            dirty_bytes = SHARED_HOT_SET_BYTES * (1 - math.exp(
+                -SHARED_DIRTY_BYTES_PER_S / CAP_BYTES_PER_S))
+            bound_ms = dirty_bytes / fair_bytes_per_s * 1000
+            self.log.info("declared = link: downtime at least %.0f ms by the physics", bound_ms)
+            if bound_ms > 2 * limit_ms:
+                self.assertFalse(within_limit(result.downtime_ms, limit_ms), result.reasons)

@@ -58,3 +58,18 @@ def test_result_round_trips_through_json(tmp_path: Path) -> None:
     path = tmp_path / "r.json"
     result.write_json(path)
     assert Result.read_json(path) == result
+
+
+def test_the_table_shows_shares_only_when_flows_shared_the_link() -> None:
+    from miglab import report
+    alone = Result(status="completed", integrity="ok", downtime_ms=120,
+                   observed_blackout_ms=180.0, downtime_limit_ms=300, total_time_ms=15000,
+                   link_rate_bps=950e6, estimated_bandwidth_bps=64e6,
+                   switchover_bandwidth_bps=1e9)
+    assert "share" not in report.table([("alone", alone)])
+    shared = Result(**{**alone.to_dict(), "samples": [], "switchover_bandwidth_bps": 152e6,
+                       "cross_traffic": {"flows": 3, "migration_tcp_bps": 162e6}})
+    rows = report.table([("alone", alone), ("shared", shared)]).splitlines()
+    assert rows[0].endswith("| flows | declared share | migration's TCP share |")
+    assert rows[2].endswith("| 0 | 105% | - |")
+    assert rows[3].endswith("| 3 | 16% | 17% |")

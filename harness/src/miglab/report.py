@@ -79,16 +79,30 @@ def summary(r: Result) -> str:
     return "\n".join(lines)
 
 
+def _share(part: float | None, whole: float | None) -> str:
+    return f"{part / whole:.0%}" if part and whole else "-"
+
+
 def table(rows: list[tuple[str, Result]]) -> str:
-    """A markdown table, one row per named result."""
+    """A markdown table, one row per named result; with competing flows, also
+    their number, the share of the link each run declared and the migration
+    connection's measured share."""
+    shared = any(r.cross_traffic for _, r in rows)
     head = ("| run | status | total time | downtime / limit | blackout seen |"
             " expected downtime (last) | QEMU estimate | link | declared | integrity |")
-    out = [head, "| " + " | ".join(["---"] * 10) + " |"]
+    if shared:
+        head += " flows | declared share | migration's TCP share |"
+    out = [head, "| " + " | ".join(["---"] * (13 if shared else 10)) + " |"]
     for name, r in rows:
-        out.append(
-            f"| {name} | {r.status} | {_ms(r.total_time_ms)} |"
-            f" {_ms(r.downtime_ms)} / {r.downtime_limit_ms} ms | {_ms(r.observed_blackout_ms)} |"
-            f" {_ms(_last_expected_downtime(r))} |"
-            f" {human_bits(r.estimated_bandwidth_bps)} | {human_bits(r.link_rate_bps)} |"
-            f" {_declared(r)} | {r.integrity} |")
+        line = (f"| {name} | {r.status} | {_ms(r.total_time_ms)} |"
+                f" {_ms(r.downtime_ms)} / {r.downtime_limit_ms} ms |"
+                f" {_ms(r.observed_blackout_ms)} | {_ms(_last_expected_downtime(r))} |"
+                f" {human_bits(r.estimated_bandwidth_bps)} | {human_bits(r.link_rate_bps)} |"
+                f" {_declared(r)} | {r.integrity} |")
+        if shared:
+            cross = r.cross_traffic
+            line += (f" {cross.get('flows', 0)} |"
+                     f" {_share(r.switchover_bandwidth_bps, r.link_rate_bps)} |"
+                     f" {_share(cross.get('migration_tcp_bps'), r.link_rate_bps)} |")
+        out.append(line)
     return "\n".join(out)
