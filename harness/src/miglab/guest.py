@@ -47,6 +47,7 @@ class Workload:
     heartbeat_ms: int = 10
     verify_rate_mib: int = 64  # MiB/s
     numa_nodes: int = 1  # the sets are interleaved over this many guest NUMA nodes
+    threads: int = 1  # hot-set rewriters, one pinned to each of the first N vCPUs
 
     def kernel_args(self) -> list[str]:
         return [
@@ -57,6 +58,7 @@ class Workload:
             f"miglab.heartbeat_ms={self.heartbeat_ms}",
             f"miglab.verify_rate_mib={self.verify_rate_mib}",
             f"miglab.numa_nodes={self.numa_nodes}",
+            f"miglab.threads={self.threads}",
         ]
 
     @property
@@ -143,6 +145,8 @@ class ReadyInfo:
     fields: dict[str, int]  # every KEY=VALUE on the line
     hot_paddr0: int  # guest-physical address of hot page 0, 0 if there is no hot set
     zero_paddr0: int  # the same for zero page 0
+    threads: int  # the workload's rewriting threads, each pinned to a vCPU of its own
+    cpus: int  # the CPUs the guest kernel has online
 
 
 def parse_ready(text: str) -> ReadyInfo:
@@ -150,11 +154,26 @@ def parse_ready(text: str) -> ReadyInfo:
     if not re.match(READY, text):
         raise GuestLineError(f"not a READY line: {text!r}")
     fields = {key: int(value, 0) for key, value in _READY_FIELD.findall(text)}
-    missing = [key for key in ("hot_paddr0", "zero_paddr0") if key not in fields]
+    missing = [key for key in ("hot_paddr0", "zero_paddr0", "threads", "cpus")
+               if key not in fields]
     if missing:
         raise GuestLineError(f"READY line without {', '.join(missing)} (an initramfs older"
                              f" than the harness? rebuild it with ninja): {text!r}")
-    return ReadyInfo(fields, fields["hot_paddr0"], fields["zero_paddr0"])
+    return ReadyInfo(fields, fields["hot_paddr0"], fields["zero_paddr0"], fields["threads"],
+                     fields["cpus"])
+
+
+def ready_info(lines: Iterable[ConsoleLine]) -> ReadyInfo | None:
+    """The facts of the first READY line among @lines; None if there is none, or
+    if it is an older workload's (logged: a run's verdict does not hang on it)."""
+    line = next((line for line in lines if re.match(READY, line.text)), None)
+    if line is None:
+        return None
+    try:
+        return parse_ready(line.text)
+    except GuestLineError as err:
+        log.warning("%s", err)
+        return None
 
 
 def parse_corrupt(text: str) -> CorruptPage:
