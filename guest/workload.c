@@ -33,6 +33,10 @@
  *   ml:NUMA set=S pages_per_node=A,B,...
  *       with miglab.numa_nodes=N >= 2: the sets are interleaved over the N
  *       nodes; how many pages of set S each node holds (before READY)
+ *   ml:T <thread> cpu=C first=I pages=N rate_pages=R paddr=0xP
+ *       with miglab.threads=N >= 2: thread T is pinned to CPU C and rewrites
+ *       hot pages [I, I + N) at R pages/s; paddr is the guest-physical
+ *       address of page I (0 when the share is empty); before READY
  *   ml:WARN <text>, ml:FATAL <text>
  *       set-up problems; after FATAL (e.g. "ml:FATAL bad miglab.KEY=VALUE")
  *       the workload pauses forever
@@ -700,10 +704,19 @@ static void start_rewriters(void)
     rewriters[0].pin_errno = pin_to(0);
     pthread_barrier_wait(&pinned_barrier);
     for (unsigned t = 0; t < cfg.threads; t++) {
-        if (rewriters[t].pin_errno) {
-            say("ml:FATAL cannot pin thread %u to CPU %u: %s", t,
-                rewriters[t].cpu, strerror(rewriters[t].pin_errno));
+        struct rewriter *r = &rewriters[t];
+
+        if (r->pin_errno) {
+            say("ml:FATAL cannot pin thread %u to CPU %u: %s", t, r->cpu,
+                strerror(r->pin_errno));
             hang();
+        }
+        if (cfg.threads >= 2) {
+            say("ml:T %u cpu=%u first=%zu pages=%zu rate_pages=%llu paddr=0x%llx",
+                t, r->cpu, r->first, r->pages,
+                (unsigned long long)r->rate_pages,
+                (unsigned long long)(r->pages ?
+                                     phys_addr(hot + r->first * PAGE_WORDS) : 0));
         }
     }
 }

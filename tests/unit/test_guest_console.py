@@ -14,6 +14,7 @@ from miglab.guest import (
     VERIFY_SLACK_S,
     CorruptPage,
     GuestLineError,
+    ThreadShare,
     Workload,
     blackout_ms,
     kernel_command_line,
@@ -21,6 +22,7 @@ from miglab.guest import (
     parse_ready,
     read_console,
     ready_info,
+    thread_shares,
     wait_for_checked_pass,
 )
 
@@ -131,6 +133,16 @@ def test_ready_info_is_the_first_ready_line_of_a_console() -> None:
     assert info and info.threads == 2
     # an older workload's line is no fact, and no traceback either
     assert ready_info(lines((1.0, "ml:READY hot_mib=8 hot_paddr0=0x0 zero_paddr0=0x0"))) is None
+
+
+def test_thread_shares_are_read_from_the_t_lines() -> None:
+    shares = thread_shares(lines(
+        (1.0, "ml:T 0 cpu=0 first=0 pages=128 rate_pages=5120 paddr=0x1a000"),
+        (1.1, "ml:T 1 cpu=1 first=128 pages=128 rate_pages=5120 paddr=0x2b000"),
+        (1.2, READY_LINE)))
+    assert shares == [ThreadShare(0, 0, 0, 128, 5120, 0x1A000),
+                      ThreadShare(1, 1, 128, 128, 5120, 0x2B000)]
+    assert thread_shares(lines((1.0, READY_LINE))) == []
 
 
 def test_threads_reach_the_kernel_command_line() -> None:

@@ -276,6 +276,29 @@ def pages_per_node(lines: Iterable[ConsoleLine]) -> dict[str, list[int]]:
     return out
 
 
+_THREAD = re.compile(r"^ml:T (\d+) cpu=(\d+) first=(\d+) pages=(\d+) rate_pages=(\d+)"
+                     r" paddr=0x([0-9a-fA-F]+)$")
+
+
+@dataclass(frozen=True)
+class ThreadShare:
+    """One "ml:T" line: a rewriting thread and its share of the hot set."""
+
+    thread: int
+    cpu: int  # the vCPU it is pinned to
+    first: int  # its first hot page
+    pages: int
+    rate_pages: int  # its share of the rate, pages/s
+    paddr: int  # guest-physical address of its first page; 0 if it has none
+
+
+def thread_shares(lines: Iterable[ConsoleLine]) -> list[ThreadShare]:
+    """The rewriting threads' shares, from the "ml:T" lines the workload prints
+    before READY (none with one thread: it owns the whole hot set)."""
+    return [ThreadShare(*(int(g) for g in m.groups()[:5]), int(m.group(6), 16))
+            for line in lines if (m := _THREAD.match(line.text))]
+
+
 def blackout_ms(before: list[float], after: list[float]) -> float | None:
     """Host-seen blackout: from the source's last heartbeat to the destination's first."""
     if not before or not after:
