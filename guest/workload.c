@@ -87,6 +87,12 @@
 #define MAX_CORRUPT_LINES_PER_PASS 16
 #define MAX_NUMA_NODES 16 /* nodes the interleave mask and NUMA line cover */
 #define MAX_THREADS 64    /* rewriting threads, one per vCPU */
+/*
+ * Stack of threads 1 and up.  mlockall(MCL_FUTURE) faults every stack in
+ * and locks it: glibc's default 8 MiB each would take guest RAM the sets
+ * were sized against.  A rewriter's deepest path is say()'s vsnprintf.
+ */
+#define THREAD_STACK_BYTES (256u * 1024u)
 #define MPOL_INTERLEAVE 3 /* <linux/mempolicy.h>, which libc does not ship */
 /* Never catch up more than this much backlog at once (after a pause). */
 #define MAX_BACKLOG_NS 100000000ull
@@ -674,6 +680,7 @@ static void *rewriter_main(void *arg)
 static void start_rewriters(void)
 {
     long online = sysconf(_SC_NPROCESSORS_ONLN);
+    pthread_attr_t attr;
     int err;
 
     if (cfg.threads < 1 || cfg.threads > MAX_THREADS) {
@@ -693,14 +700,17 @@ static void start_rewriters(void)
         say("ml:FATAL pthread_barrier_init failed");
         hang();
     }
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, THREAD_STACK_BYTES);
     for (unsigned t = 1; t < cfg.threads; t++) {
-        err = pthread_create(&rewriters[t].thread, NULL, rewriter_main,
+        err = pthread_create(&rewriters[t].thread, &attr, rewriter_main,
                              &rewriters[t]);
         if (err) {
             say("ml:FATAL cannot start thread %u: %s", t, strerror(err));
             hang();
         }
     }
+    pthread_attr_destroy(&attr);
     rewriters[0].pin_errno = pin_to(0);
     pthread_barrier_wait(&pinned_barrier);
     for (unsigned t = 0; t < cfg.threads; t++) {
