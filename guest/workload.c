@@ -8,15 +8,18 @@
  * an unsigned int); output goes to the console, one line per event, every
  * line starting with "ml:".
  *
- *   ml:READY <config> hot_paddr0=0xP zero_paddr0=0xP
- *       set up, sets filled and locked, loop starting; <config> is
- *       hot_mib=N dirty_rate_mib=N zero_mib=N zero_rate_mib=N heartbeat_ms=N
- *       verify_rate_mib=N; the paddrs are the guest-physical addresses of
- *       page 0 of the hot and of the zero set (0 when the set is empty)
+ *   ml:READY <config> cpus=N hot_paddr0=0xP zero_paddr0=0xP
+ *       set up, sets filled and locked, threads pinned, loop starting;
+ *       <config> is hot_mib=N dirty_rate_mib=N zero_mib=N zero_rate_mib=N
+ *       heartbeat_ms=N verify_rate_mib=N threads=N; cpus is how many CPUs
+ *       the guest kernel has online; the paddrs are the guest-physical
+ *       addresses of page 0 of the hot and of the zero set (0 when the set
+ *       is empty)
  *   ml:H <seq>
  *       heartbeat, every heartbeat_ms
  *   ml:R <seq> dirty_bps=N zero_bps=N
- *       measured rewrite rates over the last second
+ *       measured rewrite rates over the last second (dirty_bps: all the
+ *       threads together)
  *   ml:V <pass> pages=N bad=N
  *       a verification pass ended: it swept N pages (hot set then zero set,
  *       every page the workload owns) and bad corrupt pages were found
@@ -30,6 +33,10 @@
  *   ml:NUMA set=S pages_per_node=A,B,...
  *       with miglab.numa_nodes=N >= 2: the sets are interleaved over the N
  *       nodes; how many pages of set S each node holds (before READY)
+ *   ml:T <thread> cpu=C first=I pages=N rate_pages=R paddr=0xP
+ *       with miglab.threads=N >= 2: thread T is pinned to CPU C and rewrites
+ *       hot pages [I, I + N) at R pages/s; paddr is the guest-physical
+ *       address of page I (0 when the share is empty); before READY
  *   ml:WARN <text>, ml:FATAL <text>
  *       set-up problems; after FATAL (e.g. "ml:FATAL bad miglab.KEY=VALUE")
  *       the workload pauses forever
@@ -43,12 +50,25 @@
  * The sets are locked (mlockall), kept out of huge pages and out of
  * compaction, so that their physical addresses stay what READY and "C"
  * lines say: a test can corrupt a known page from outside the guest.
+ *
+ * Threads (miglab.threads=N, one per vCPU): thread i is pinned to CPU i and
+ * rewrites only its own contiguous share of the hot set, at its share of the
+ * rate.  Thread 0 is the main thread; it also keeps the heartbeat, the zero
+ * set, the rate reports and the verification sweep, which reads every
+ * thread's pages while their owners rewrite them.  Each hot page therefore
+ * has a sequence count (see rewrite_hot() and sweep_hot()): a sweep that
+ * overlapped a rewrite reads the page again instead of calling a half-written
+ * page corrupt.  With one thread this is exactly the single-threaded
+ * workload.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -66,6 +86,13 @@
 #define MIB (1024u * 1024u)
 #define MAX_CORRUPT_LINES_PER_PASS 16
 #define MAX_NUMA_NODES 16 /* nodes the interleave mask and NUMA line cover */
+#define MAX_THREADS 64    /* rewriting threads, one per vCPU */
+/*
+ * Stack of threads 1 and up.  mlockall(MCL_FUTURE) faults every stack in
+ * and locks it: glibc's default 8 MiB each would take guest RAM the sets
+ * were sized against.  A rewriter's deepest path is say()'s vsnprintf.
+ */
+#define THREAD_STACK_BYTES (256u * 1024u)
 #define MPOL_INTERLEAVE 3 /* <linux/mempolicy.h>, which libc does not ship */
 /* Never catch up more than this much backlog at once (after a pause). */
 #define MAX_BACKLOG_NS 100000000ull
@@ -82,21 +109,51 @@ struct config {
     unsigned heartbeat_ms;
     unsigned verify_rate_mib; /* verification speed, MiB/s */
     unsigned numa_nodes;      /* guest NUMA nodes to interleave the sets over */
+    unsigned threads;         /* hot-set rewriters, thread i pinned to CPU i */
 };
 
 static struct config cfg = {
     .hot_mib = 32, .dirty_rate_mib = 40, .zero_mib = 0, .zero_rate_mib = 0,
-    .heartbeat_ms = 10, .verify_rate_mib = 64, .numa_nodes = 1,
+    .heartbeat_ms = 10, .verify_rate_mib = 64, .numa_nodes = 1, .threads = 1,
 };
+
+/*
+ * One thread rewriting its share of the hot set.  Only it writes its pages,
+ * their gen[] entries and their hot_seq[] counts; the main thread reads them
+ * (the sweep) and reads @dirtied (the "R" line).
+ */
+struct rewriter {
+    pthread_t thread;
+    unsigned cpu;          /* pinned to it */
+    size_t first, pages;   /* its share: hot pages [first, first + pages) */
+    uint64_t rate_pages;   /* its share of the rate, pages/s */
+    uint64_t rng;
+    uint64_t dirtied;      /* rewrites paced so far; atomic: read for "R" */
+    int pin_errno;         /* sched_setaffinity()'s errno, 0 if pinned */
+};
+
+static struct rewriter rewriters[MAX_THREADS];
+/* Workers wait here twice: pinned (main checks), then started (READY out). */
+static pthread_barrier_t pinned_barrier, start_barrier;
+static uint64_t pacing_start_ns; /* set before start_barrier */
 
 /* The memory the workload owns and checks. */
 static uint64_t *hot, *zero, *gen;
 static size_t hot_pages, zero_pages;
+/*
+ * Per hot page, a sequence count: odd while the page's owner rewrites it
+ * (check, generation, contents), even otherwise.  A reader that saw the
+ * same even count before and after reading a page read one generation.
+ */
+static _Atomic uint32_t *hot_seq;
 static int pagemap_fd = -1;
 
-/* The verification pass in progress. */
-static uint64_t verify_pass, verify_bad;
-static unsigned corrupt_lines;
+/* The verification pass in progress; threads count what their checks find. */
+static uint64_t verify_pass;
+static _Atomic uint64_t verify_bad;
+static _Atomic unsigned corrupt_lines;
+/* One line at a time on the console, whichever thread prints it. */
+static pthread_mutex_t say_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void say(const char *fmt, ...)
 {
@@ -114,17 +171,20 @@ static void say(const char *fmt, ...)
         n = sizeof(line) - 2;
     }
     line[n++] = '\n';
-    /* The console may be slow; write() can be short. */
+    /* The console may be slow; write() can be short, and another thread's
+     * line must not land in the middle of the rest. */
+    pthread_mutex_lock(&say_lock);
     for (int off = 0; off < n;) {
         ssize_t w = write(STDOUT_FILENO, line + off, n - off);
         if (w < 0 && errno == EINTR) {
             continue;
         }
         if (w <= 0) {
-            return;
+            break;
         }
         off += w;
     }
+    pthread_mutex_unlock(&say_lock);
 }
 
 /* As pid 1 we must not exit (the kernel would panic): stop here for good. */
@@ -235,23 +295,91 @@ static uint64_t phys_addr(const void *p)
 /* Count a corrupt page in the current pass; may it print its "C" line? */
 static int count_corrupt(void)
 {
-    verify_bad++;
-    return corrupt_lines++ < MAX_CORRUPT_LINES_PER_PASS;
+    atomic_fetch_add_explicit(&verify_bad, 1, memory_order_relaxed);
+    return atomic_fetch_add_explicit(&corrupt_lines, 1, memory_order_relaxed) <
+           MAX_CORRUPT_LINES_PER_PASS;
 }
 
-/* Check hot page @i against the generation table; report it if corrupt. */
-static void check_hot(uint64_t i, const char *by)
+/* Report hot page @i, found holding @got_index/@got_gen instead of @want. */
+static void report_hot(uint64_t i, uint64_t want, uint64_t got_index,
+                       uint64_t got_gen, const char *by)
 {
-    const uint64_t *page = hot + i * PAGE_WORDS;
-
-    if (page_ok(page, i, gen[i]) || !count_corrupt()) {
+    if (!count_corrupt()) {
         return;
     }
     say("ml:C set=hot page=%llu paddr=0x%llx want_gen=%llu got_index=%llu "
         "got_gen=%llu by=%s",
-        (unsigned long long)i, (unsigned long long)phys_addr(page),
-        (unsigned long long)gen[i], (unsigned long long)page[0],
-        (unsigned long long)page[1], by);
+        (unsigned long long)i, (unsigned long long)phys_addr(hot + i * PAGE_WORDS),
+        (unsigned long long)want, (unsigned long long)got_index,
+        (unsigned long long)got_gen, by);
+}
+
+/*
+ * Rewrite hot page @i with its next generation, after checking that it still
+ * holds the current one (a page corrupted in transit and rewritten before the
+ * sweep reached it would never be seen otherwise).  Only the page's owner
+ * calls this.
+ *
+ * The check, the new generation and the new contents all happen while the
+ * page's sequence count is odd, so a sweep that overlaps any of it reads the
+ * page again; the page was checked anyway, here.  The release fence orders
+ * the odd count before the page's stores (a reader that sees any new word
+ * sees the odd count afterwards), the release store orders them before the
+ * even count.  Under TCG the guest's x86 ordering is kept across vCPU
+ * threads (MTTCG emits the barriers), so this holds there as on hardware.
+ */
+static void rewrite_hot(uint64_t i)
+{
+    uint64_t *page = hot + i * PAGE_WORDS;
+    uint32_t seq = atomic_load_explicit(&hot_seq[i], memory_order_relaxed);
+    uint64_t want = gen[i];
+
+    atomic_store_explicit(&hot_seq[i], seq + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    if (!page_ok(page, i, want)) {
+        report_hot(i, want, page[0], page[1], "rewrite");
+    }
+    __atomic_store_n(&gen[i], want + 1, __ATOMIC_RELAXED);
+    fill_page(page, i, want + 1);
+    atomic_store_explicit(&hot_seq[i], seq + 2, memory_order_release);
+}
+
+/*
+ * The sweep's check of hot page @i, which its owner may be rewriting on
+ * another vCPU meanwhile.  A read that did not see one even sequence count
+ * before and after may have seen half of two generations: it is retried,
+ * never reported.  Retrying waits at most for one rewrite (microseconds,
+ * or a host time slice if the owner's vCPU thread is descheduled), and the
+ * retried read checks the new generation, while the old one was checked by
+ * the rewrite itself: no page escapes the pass.
+ */
+static void sweep_hot(uint64_t i)
+{
+    const uint64_t *page = hot + i * PAGE_WORDS;
+
+    for (;;) {
+        uint32_t seq = atomic_load_explicit(&hot_seq[i], memory_order_acquire);
+        uint64_t want, got_index, got_gen;
+        int ok;
+
+        if (seq & 1) {
+            sched_yield();
+            continue;
+        }
+        want = __atomic_load_n(&gen[i], __ATOMIC_RELAXED);
+        ok = page_ok(page, i, want);
+        got_index = page[0];
+        got_gen = page[1];
+        /* The page's loads before the count's second load. */
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&hot_seq[i], memory_order_relaxed) != seq) {
+            continue;
+        }
+        if (!ok) {
+            report_hot(i, want, got_index, got_gen, "sweep");
+        }
+        return;
+    }
 }
 
 /* Check that zero page @i is all zeros; report it if not. */
@@ -299,6 +427,7 @@ static void parse_cmdline(void)
         { "miglab.heartbeat_ms=", &cfg.heartbeat_ms },
         { "miglab.verify_rate_mib=", &cfg.verify_rate_mib },
         { "miglab.numa_nodes=", &cfg.numa_nodes },
+        { "miglab.threads=", &cfg.threads },
     };
     char buf[4096];
     ssize_t n;
@@ -474,12 +603,140 @@ static uint64_t paced_budget(uint64_t rate_per_s, uint64_t start_ns,
     return due > *done ? due - *done : 0;
 }
 
+/*
+ * Give thread @t its contiguous share of the hot set and of the rate.  The
+ * bounds are floor(total * t / threads): the shares add up to the whole
+ * exactly, and with one thread the share is everything.  The rate follows
+ * the pages, so every page is rewritten about as often as with one thread.
+ */
+static void share_out(struct rewriter *r, unsigned t)
+{
+    uint64_t rate = (uint64_t)cfg.dirty_rate_mib * MIB / PAGE_BYTES;
+    size_t end = (size_t)((unsigned __int128)hot_pages * (t + 1) / cfg.threads);
+
+    r->cpu = t;
+    r->first = (size_t)((unsigned __int128)hot_pages * t / cfg.threads);
+    r->pages = end - r->first;
+    r->rate_pages = hot_pages == 0 ? 0 :
+        (uint64_t)((unsigned __int128)rate * end / hot_pages -
+                   (unsigned __int128)rate * r->first / hot_pages);
+    r->rng = t == 0 ? 0x853c49e6748fea9bull : splitmix64(t) | 1;
+}
+
+/* Pin the calling thread to @cpu; 0 or the errno. */
+static int pin_to(unsigned cpu)
+{
+    cpu_set_t set;
+
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return sched_setaffinity(0, sizeof(set), &set) == 0 ? 0 : errno;
+}
+
+/* The rewrites @r is due at @now. */
+static void rewrite_share(struct rewriter *r, uint64_t now)
+{
+    uint64_t done = r->dirtied;
+    uint64_t n;
+
+    if (r->pages == 0) {
+        return;
+    }
+    n = paced_budget(r->rate_pages, pacing_start_ns, now, &done);
+    for (; n; n--, done++) {
+        rewrite_hot(r->first + xorshift64(&r->rng) % r->pages);
+    }
+    __atomic_store_n(&r->dirtied, done, __ATOMIC_RELAXED);
+}
+
+static void sleep_ns(uint64_t ns)
+{
+    struct timespec ts = { (time_t)(ns / NS_PER_S), (long)(ns % NS_PER_S) };
+
+    nanosleep(&ts, NULL);
+}
+
+/* Threads 1 and up: pinned, then rewriting their share for ever. */
+static void *rewriter_main(void *arg)
+{
+    struct rewriter *r = arg;
+
+    r->pin_errno = pin_to(r->cpu);
+    pthread_barrier_wait(&pinned_barrier);
+    pthread_barrier_wait(&start_barrier); /* never passed if one failed */
+    for (;;) {
+        rewrite_share(r, now_ns());
+        /* Short steps, as the main thread's, keep the pacing smooth. */
+        sleep_ns(1000000ull);
+    }
+    return NULL;
+}
+
+/*
+ * Thread 0 is the caller; threads 1 and up are started, and each pins
+ * itself.  They wait on start_barrier until READY is out, so a pinning that
+ * failed (a CPU the guest does not have) is fatal before anything starts.
+ */
+static void start_rewriters(void)
+{
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    pthread_attr_t attr;
+    int err;
+
+    if (cfg.threads < 1 || cfg.threads > MAX_THREADS) {
+        say("ml:FATAL bad miglab.threads=%u (1 to %u)", cfg.threads, MAX_THREADS);
+        hang();
+    }
+    if (online < (long)cfg.threads) {
+        say("ml:FATAL miglab.threads=%u but the guest has %ld CPUs online",
+            cfg.threads, online);
+        hang();
+    }
+    for (unsigned t = 0; t < cfg.threads; t++) {
+        share_out(&rewriters[t], t);
+    }
+    if (pthread_barrier_init(&pinned_barrier, NULL, cfg.threads) != 0 ||
+        pthread_barrier_init(&start_barrier, NULL, cfg.threads) != 0) {
+        say("ml:FATAL pthread_barrier_init failed");
+        hang();
+    }
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, THREAD_STACK_BYTES);
+    for (unsigned t = 1; t < cfg.threads; t++) {
+        err = pthread_create(&rewriters[t].thread, &attr, rewriter_main,
+                             &rewriters[t]);
+        if (err) {
+            say("ml:FATAL cannot start thread %u: %s", t, strerror(err));
+            hang();
+        }
+    }
+    pthread_attr_destroy(&attr);
+    rewriters[0].pin_errno = pin_to(0);
+    pthread_barrier_wait(&pinned_barrier);
+    for (unsigned t = 0; t < cfg.threads; t++) {
+        struct rewriter *r = &rewriters[t];
+
+        if (r->pin_errno) {
+            say("ml:FATAL cannot pin thread %u to CPU %u: %s", t, r->cpu,
+                strerror(r->pin_errno));
+            hang();
+        }
+        if (cfg.threads >= 2) {
+            say("ml:T %u cpu=%u first=%zu pages=%zu rate_pages=%llu paddr=0x%llx",
+                t, r->cpu, r->first, r->pages,
+                (unsigned long long)r->rate_pages,
+                (unsigned long long)(r->pages ?
+                                     phys_addr(hot + r->first * PAGE_WORDS) : 0));
+        }
+    }
+}
+
 int main(void)
 {
     size_t verify_pages;
-    uint64_t rng = 0x853c49e6748fea9bull;
-    uint64_t start, next_hb, next_report, hb_seq = 0, report_seq = 0;
-    uint64_t dirtied = 0, zeroed = 0, verified = 0;
+    uint64_t rng = 0x2545f4914f6cdd1dull; /* the zero set's page picks */
+    uint64_t next_hb, next_report, hb_seq = 0, report_seq = 0;
+    uint64_t zeroed = 0, verified = 0;
     uint64_t dirtied_at_report = 0, zeroed_at_report = 0;
     uint64_t verify_pos = 0;
 
@@ -499,7 +756,8 @@ int main(void)
     hot = alloc_pages(hot_pages);
     zero = alloc_pages(zero_pages);
     gen = calloc(hot_pages ? hot_pages : 1, sizeof(*gen));
-    if (!gen) {
+    hot_seq = calloc(hot_pages ? hot_pages : 1, sizeof(*hot_seq));
+    if (!gen || !hot_seq) {
         say("ml:FATAL cannot allocate the generation table of %zu pages",
             hot_pages);
         hang();
@@ -515,37 +773,29 @@ int main(void)
     }
     report_nodes("hot", hot, hot_pages);
     report_nodes("zero", zero, zero_pages);
+    start_rewriters();
     say("ml:READY hot_mib=%u dirty_rate_mib=%u zero_mib=%u zero_rate_mib=%u "
-        "heartbeat_ms=%u verify_rate_mib=%u hot_paddr0=0x%llx "
-        "zero_paddr0=0x%llx",
+        "heartbeat_ms=%u verify_rate_mib=%u threads=%u cpus=%ld "
+        "hot_paddr0=0x%llx zero_paddr0=0x%llx",
         cfg.hot_mib, cfg.dirty_rate_mib, cfg.zero_mib, cfg.zero_rate_mib,
-        cfg.heartbeat_ms, cfg.verify_rate_mib,
+        cfg.heartbeat_ms, cfg.verify_rate_mib, cfg.threads,
+        sysconf(_SC_NPROCESSORS_ONLN),
         (unsigned long long)(hot_pages ? phys_addr(hot) : 0),
         (unsigned long long)(zero_pages ? phys_addr(zero) : 0));
 
-    start = now_ns();
-    next_hb = start;
-    next_report = start + NS_PER_S;
+    pacing_start_ns = now_ns();
+    /* The barrier publishes pacing_start_ns to the other threads. */
+    pthread_barrier_wait(&start_barrier);
+    next_hb = pacing_start_ns;
+    next_report = pacing_start_ns + NS_PER_S;
     for (;;) {
         uint64_t t = now_ns();
-        uint64_t n, sleep_ns;
+        uint64_t n, dirtied, pause_ns;
 
-        if (hot_pages) {
-            n = paced_budget((uint64_t)cfg.dirty_rate_mib * MIB / PAGE_BYTES,
-                             start, t, &dirtied);
-            for (; n; n--, dirtied++) {
-                uint64_t i = xorshift64(&rng) % hot_pages;
-
-                /* A page corrupted in transit and rewritten before the sweep
-                 * reached it would never be seen otherwise. */
-                check_hot(i, "rewrite");
-                gen[i]++;
-                fill_page(hot + i * PAGE_WORDS, i, gen[i]);
-            }
-        }
+        rewrite_share(&rewriters[0], t);
         if (zero_pages) {
             n = paced_budget((uint64_t)cfg.zero_rate_mib * MIB / PAGE_BYTES,
-                             start, t, &zeroed);
+                             pacing_start_ns, t, &zeroed);
             for (; n; n--, zeroed++) {
                 uint64_t i = xorshift64(&rng) % zero_pages;
 
@@ -555,21 +805,24 @@ int main(void)
         }
         if (verify_pages) {
             n = paced_budget((uint64_t)cfg.verify_rate_mib * MIB / PAGE_BYTES,
-                             start, t, &verified);
+                             pacing_start_ns, t, &verified);
             for (; n; n--, verified++) {
                 /* One pass: the hot set, then the zero set. */
                 if (verify_pos < hot_pages) {
-                    check_hot(verify_pos, "sweep");
+                    sweep_hot(verify_pos);
                 } else {
                     check_zero(verify_pos - hot_pages, "sweep");
                 }
                 if (++verify_pos == verify_pages) {
+                    /* Bad pages the other threads find from now on count
+                     * in the next pass. */
+                    uint64_t bad = atomic_exchange(&verify_bad, 0);
+
                     say("ml:V %llu pages=%zu bad=%llu",
                         (unsigned long long)++verify_pass, verify_pages,
-                        (unsigned long long)verify_bad);
+                        (unsigned long long)bad);
                     verify_pos = 0;
-                    verify_bad = 0;
-                    corrupt_lines = 0;
+                    atomic_store(&corrupt_lines, 0);
                 }
             }
         }
@@ -583,6 +836,11 @@ int main(void)
             }
         }
         if (t >= next_report) {
+            dirtied = 0;
+            for (unsigned k = 0; k < cfg.threads; k++) {
+                dirtied += __atomic_load_n(&rewriters[k].dirtied,
+                                           __ATOMIC_RELAXED);
+            }
             say("ml:R %llu dirty_bps=%llu zero_bps=%llu",
                 (unsigned long long)++report_seq,
                 (unsigned long long)((dirtied - dirtied_at_report) * PAGE_BYTES),
@@ -596,13 +854,12 @@ int main(void)
         }
 
         /* Sleep in short steps so that the paced work stays smooth. */
-        sleep_ns = next_hb > t ? next_hb - t : 0;
-        if (sleep_ns > 1000000ull) {
-            sleep_ns = 1000000ull;
+        pause_ns = next_hb > t ? next_hb - t : 0;
+        if (pause_ns > 1000000ull) {
+            pause_ns = 1000000ull;
         }
-        if (sleep_ns) {
-            struct timespec ts = { 0, (long)sleep_ns };
-            nanosleep(&ts, NULL);
+        if (pause_ns) {
+            sleep_ns(pause_ns);
         }
     }
 }

@@ -76,6 +76,12 @@ CASES = {
                                        " milliseconds from 0 to 2000000"),
     "cross-traffic-too-many": Case(("--cross-traffic", "17"),
                                    "--cross-traffic '17': expected a whole number from 0 to 16"),
+    "vcpus-zero": Case(("--vcpus", "0"), "--vcpus '0': expected a whole number from 1 to 8"),
+    "yaml-vcpus-nine": Case(("--scenario", "{tmp}/vcpus.yaml"),
+                            "--vcpus '9': expected a whole number from 1 to 8"),
+    # one more than this host gives: refused by the machine's checks, not the range
+    "vcpus-beyond-host": Case(("--vcpus", str(min(len(os.sched_getaffinity(0)) + 1, 8))),
+                              "--vcpus {vcpus}: every vCPU is a host thread", needs="few-cpus"),
     "max-bandwidth-beyond-qemu": Case(("--max-bandwidth", "18446744073709551616"),
                                       "--max-bandwidth '18446744073709551616': expected"),
 }
@@ -118,11 +124,14 @@ def _skip_unless(needs: str) -> None:
         pytest.skip("the stock build is missing: run scripts/build-qemu")
     if needs == "no-netem" and link.netem_available():
         pytest.skip("this kernel has netem: delay and loss are accepted here")
+    if needs == "few-cpus" and len(os.sched_getaffinity(0)) >= 8:
+        pytest.skip("this host gives 8 CPUs or more: every --vcpus in range fits")
 
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     (tmp_path / "nan.yaml").write_text("timeout: .nan\n")
+    (tmp_path / "vcpus.yaml").write_text("vcpus: 9\n")
     (tmp_path / "latin1.yaml").write_bytes("name: caf\u00e9\n".encode("latin-1"))
     # were `--qemu miglab-test-qemu` run from the working directory, this would mark it
     local = tmp_path / "miglab-test-qemu"
@@ -152,7 +161,8 @@ def test_bad_input_exits_2_and_changes_nothing(name: str, workdir: Path) -> None
     elapsed = time.monotonic() - started
     after = Machine.now()
 
-    needle = case.needle.replace("{tmp}", str(workdir))
+    needle = case.needle.replace("{tmp}", str(workdir)).replace(
+        "{vcpus}", str(len(os.sched_getaffinity(0)) + 1))
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("miglab: error: "), proc.stderr[-2000:]

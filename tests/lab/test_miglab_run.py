@@ -41,6 +41,27 @@ def test_patched_with_the_link_rate_declared_completes_within_the_limit(tmp_path
     assert result["samples"] and rc == 0
 
 
+def test_two_vcpus_with_the_link_rate_declared_complete_intact(tmp_path: Path) -> None:
+    # The same guest and link as above, rewritten from two threads, one per vCPU.
+    rc, result = miglab_run(tmp_path, "--qemu", "patched", "--vcpus", "2",
+                            "--switchover-bandwidth", "125M", "--timeout", "60")
+    assert result["status"] == "completed", result["reasons"]
+    assert result["integrity"] == "ok", result["corrupt_pages"]
+    assert within_limit(result["downtime_ms"], 300), result["reasons"]
+    assert result["destination_alive"] is True and rc == 0
+    # QEMU was given two vCPUs, the guest kernel had both online, and the
+    # workload pinned a rewriting thread to each (it refuses to start otherwise).
+    logs = tmp_path / "result-logs"
+    assert "-smp 2 " in (logs / "src-qemu.log").read_text().splitlines()[0]
+    assert result["scenario"]["vcpus"] == 2
+    assert (result["guest_cpus"], result["guest_threads"]) == (2, 2)
+    # The threads' shares of the rate add up to the rate asked, 40 MiB/s.
+    rates = [int(m.group(1)) for m in re.finditer(r"^ml:R \d+ dirty_bps=(\d+) ",
+                                                  (logs / "src-console.log").read_text(),
+                                                  re.MULTILINE)]
+    assert rates and abs(sorted(rates)[len(rates) // 2] - 40 * 2**20) < 2 * 2**20, rates
+
+
 def test_each_side_can_run_its_own_build(tmp_path: Path) -> None:
     # patched source (it tracks TCG writes and knows the parameter) to a stock
     # destination: the same 7.2 migration stream.

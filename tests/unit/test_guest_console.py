@@ -14,12 +14,15 @@ from miglab.guest import (
     VERIFY_SLACK_S,
     CorruptPage,
     GuestLineError,
+    ThreadShare,
     Workload,
     blackout_ms,
     kernel_command_line,
     parse_corrupt,
     parse_ready,
     read_console,
+    ready_info,
+    thread_shares,
     wait_for_checked_pass,
 )
 
@@ -99,19 +102,52 @@ def test_parse_corrupt_refuses_other_lines() -> None:
 
 
 def test_ready_line_gives_the_physical_addresses() -> None:
-    info = parse_ready("ml:READY hot_mib=8 dirty_rate_mib=4 zero_mib=0 zero_rate_mib=0"
-                       " heartbeat_ms=10 verify_rate_mib=64 hot_paddr0=0x1368d0000"
-                       " zero_paddr0=0x0")
+    info = parse_ready(READY_LINE)
     assert info.hot_paddr0 == 0x1368D0000
     assert info.zero_paddr0 == 0
     assert info.fields["hot_mib"] == 8
 
 
+READY_LINE = ("ml:READY hot_mib=8 dirty_rate_mib=4 zero_mib=0 zero_rate_mib=0 heartbeat_ms=10"
+              " verify_rate_mib=64 threads=2 cpus=2 hot_paddr0=0x1368d0000 zero_paddr0=0x0")
+
+
+def test_ready_line_gives_the_threads_and_the_cpus_the_guest_saw() -> None:
+    info = parse_ready(READY_LINE.replace("cpus=2", "cpus=4"))
+    assert (info.threads, info.cpus) == (2, 4)
+
+
 def test_ready_line_of_an_older_workload_is_refused() -> None:
     with pytest.raises(GuestLineError, match="zero_paddr0"):
-        parse_ready("ml:READY hot_mib=8 hot_paddr0=0x1000")
+        parse_ready("ml:READY hot_mib=8 hot_paddr0=0x1000 threads=1 cpus=1")
+    with pytest.raises(GuestLineError, match="threads, cpus"):
+        parse_ready("ml:READY hot_mib=8 hot_paddr0=0x1000 zero_paddr0=0x0")
     with pytest.raises(GuestLineError):
         parse_ready("ml:V 1 pages=8 bad=0")
+
+
+def test_ready_info_is_the_first_ready_line_of_a_console() -> None:
+    assert ready_info(lines((1.0, "ml:H 1"))) is None
+    info = ready_info(lines((0.5, "booting"), (1.0, READY_LINE),
+                            (2.0, READY_LINE.replace("threads=2", "threads=3"))))
+    assert info and info.threads == 2
+    # an older workload's line is no fact, and no traceback either
+    assert ready_info(lines((1.0, "ml:READY hot_mib=8 hot_paddr0=0x0 zero_paddr0=0x0"))) is None
+
+
+def test_thread_shares_are_read_from_the_t_lines() -> None:
+    shares = thread_shares(lines(
+        (1.0, "ml:T 0 cpu=0 first=0 pages=128 rate_pages=5120 paddr=0x1a000"),
+        (1.1, "ml:T 1 cpu=1 first=128 pages=128 rate_pages=5120 paddr=0x2b000"),
+        (1.2, READY_LINE)))
+    assert shares == [ThreadShare(0, 0, 0, 128, 5120, 0x1A000),
+                      ThreadShare(1, 1, 128, 128, 5120, 0x2B000)]
+    assert thread_shares(lines((1.0, READY_LINE))) == []
+
+
+def test_threads_reach_the_kernel_command_line() -> None:
+    assert "miglab.threads=1" in kernel_command_line(Workload()).split()
+    assert "miglab.threads=4" in kernel_command_line(Workload(threads=4)).split()
 
 
 def test_sweep_covers_hot_and_zero_sets_at_the_verify_rate() -> None:

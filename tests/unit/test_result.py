@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from miglab import report
 from miglab.migration import MigrationSettings, decide
 from miglab.result import Result, Sample
 
@@ -73,3 +74,22 @@ def test_the_table_shows_shares_only_when_flows_shared_the_link() -> None:
     assert rows[0].endswith("| flows | declared share | migration's TCP share |")
     assert rows[2].endswith("| 0 | 105% | - |")
     assert rows[3].endswith("| 3 | 16% | 17% |")
+
+
+def _completed(**extra: object) -> Result:
+    return Result(status="completed", integrity="ok", downtime_ms=178,
+                  observed_blackout_ms=231.0, downtime_limit_ms=300, total_time_ms=11100,
+                  link_rate_bps=955e6, estimated_bandwidth_bps=64e6,
+                  switchover_bandwidth_bps=1e9, qemu="QEMU 7.2", accel="tcg", **extra)
+
+
+def test_vcpus_and_what_the_guest_saw_are_in_the_json_and_the_summary(tmp_path: Path) -> None:
+    result = _completed(scenario={"vcpus": 2}, guest_threads=2, guest_cpus=2)
+    path = tmp_path / "r.json"
+    result.write_json(path)
+    assert Result.read_json(path) == result
+    assert "(QEMU 7.2, tcg, 2 vCPUs, the guest saw 2 and rewrote from 2 threads)" in (
+        report.summary(result))
+    # one vCPU: the summary as it always was
+    assert "(QEMU 7.2, tcg)\n" in report.summary(_completed(scenario={"vcpus": 1},
+                                                            guest_threads=1, guest_cpus=1))

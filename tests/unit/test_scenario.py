@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -142,6 +143,52 @@ def test_bad_cross_traffic_is_refused(text: str) -> None:
 def test_cross_traffic_is_a_count_of_flows() -> None:
     assert scenario.parse({"cross-traffic": "3"}).cross_traffic_flows == 3
     assert scenario.parse({}).cross_traffic_flows == 0
+
+
+def test_vcpus_default_to_one_and_give_the_workload_a_thread_each() -> None:
+    assert scenario.parse({}).vcpus == 1
+    assert "miglab.threads=1" in scenario.parse({}).workload().kernel_args()
+    s = scenario.parse({"vcpus": "2"})
+    assert s.vcpus == 2 and s.to_dict()["vcpus"] == 2
+    assert "miglab.threads=2" in s.workload().kernel_args()
+
+
+def test_vcpus_come_from_yaml_too(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("vcpus: 2\nhot-set: 12M\n")
+    assert scenario.load_yaml(path).vcpus == 2
+
+
+@pytest.mark.parametrize("text", ["0", "9", "-1", "two", "1.5", ""])
+def test_bad_vcpus_are_refused_naming_the_range(text: str) -> None:
+    with pytest.raises(scenario.ScenarioError,
+                       match=f"--vcpus {text!r}: expected a whole number from 1 to 8"):
+        scenario.parse({"vcpus": text})
+
+
+def _command(**kwargs: Any) -> list[str]:
+    from miglab.vm import VMConfig
+    config = VMConfig(Path("/usr/bin/qemu-system-x86_64"), **kwargs)
+    return config.command(Path("/tmp/qmp.sock"), Path("/tmp/console.sock"))
+
+
+def test_vcpus_become_smp() -> None:
+    cmd = _command(vcpus=2)
+    assert cmd[cmd.index("-smp") + 1] == "2"
+    cmd = _command()
+    assert cmd[cmd.index("-smp") + 1] == "1"
+
+
+def test_vcpus_go_round_robin_over_numa_nodes() -> None:
+    def nodes(**kwargs: Any) -> list[str]:
+        cmd = _command(**kwargs)
+        return [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "-numa"]
+    assert nodes(numa_nodes_mib=(128, 384), vcpus=3) == [
+        "node,nodeid=0,cpus=0,cpus=2,memdev=ram-node0",
+        "node,nodeid=1,cpus=1,memdev=ram-node1"]
+    # one vCPU: QEMU's own default mapping, named; the second node has memory only
+    assert nodes(numa_nodes_mib=(128, 384)) == ["node,nodeid=0,cpus=0,memdev=ram-node0",
+                                                "node,nodeid=1,memdev=ram-node1"]
 
 
 def test_different_builds_on_each_side_share_a_versioned_machine_type() -> None:

@@ -296,6 +296,20 @@ def test_memory_for_both_guests_must_be_available(tmp_path: Path,
                                      f" {meminfo}); accepted at most 511M")
 
 
+@pytest.mark.parametrize("vcpus,ok", [(2, True), (3, False)])
+def test_vcpus_stop_at_the_hosts_cpus(monkeypatch: pytest.MonkeyPatch, vcpus: int,
+                                      ok: bool) -> None:
+    monkeypatch.setattr(preflight, "host_cpus", lambda: 2)
+    s = scenario.parse({"vcpus": str(vcpus)})
+    if ok:
+        preflight._check_cpus([s])
+        return
+    with pytest.raises(preflight.PreflightError) as err:
+        preflight._check_cpus([s])
+    assert str(err.value) == ("--vcpus 3: every vCPU is a host thread, and this host gives"
+                              " miglab 2 CPU(s) (sched_getaffinity); accepted at most 2")
+
+
 @pytest.mark.parametrize("option,rel,directory,needle", [
     ("--json", "missing/result.json", False, "directory '{p}/missing' does not exist"),
     ("--json", "file/result.json", False, "'{p}/file' is not a directory"),

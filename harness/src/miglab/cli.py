@@ -39,6 +39,9 @@ SCENARIO_OPTIONS = {
     "memory": "guest RAM, e.g. 512M (default 512M)",
     "numa-nodes": "guest NUMA nodes, the memory of each, e.g. 128M,384M (the sum is the"
                   " guest's memory; its working sets are interleaved over all nodes)",
+    "vcpus": "guest vCPUs; the workload rewrites its hot set from as many threads, one"
+             " pinned to each vCPU, each with its share of the set and of the rate"
+             " (default 1)",
     "hot-set": "memory the guest rewrites with random data, e.g. 32M (default 32M)",
     "dirty-rate": "how fast it rewrites the hot set, MiB/s, e.g. 40M (default 40M)",
     "zero-set": "memory the guest rewrites with zeros, e.g. 64M (default 0)",

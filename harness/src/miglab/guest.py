@@ -47,6 +47,7 @@ class Workload:
     heartbeat_ms: int = 10
     verify_rate_mib: int = 64  # MiB/s
     numa_nodes: int = 1  # the sets are interleaved over this many guest NUMA nodes
+    threads: int = 1  # hot-set rewriters, one pinned to each of the first N vCPUs
 
     def kernel_args(self) -> list[str]:
         return [
@@ -57,6 +58,7 @@ class Workload:
             f"miglab.heartbeat_ms={self.heartbeat_ms}",
             f"miglab.verify_rate_mib={self.verify_rate_mib}",
             f"miglab.numa_nodes={self.numa_nodes}",
+            f"miglab.threads={self.threads}",
         ]
 
     @property
@@ -143,6 +145,8 @@ class ReadyInfo:
     fields: dict[str, int]  # every KEY=VALUE on the line
     hot_paddr0: int  # guest-physical address of hot page 0, 0 if there is no hot set
     zero_paddr0: int  # the same for zero page 0
+    threads: int  # the workload's rewriting threads, each pinned to a vCPU of its own
+    cpus: int  # the CPUs the guest kernel has online
 
 
 def parse_ready(text: str) -> ReadyInfo:
@@ -150,11 +154,26 @@ def parse_ready(text: str) -> ReadyInfo:
     if not re.match(READY, text):
         raise GuestLineError(f"not a READY line: {text!r}")
     fields = {key: int(value, 0) for key, value in _READY_FIELD.findall(text)}
-    missing = [key for key in ("hot_paddr0", "zero_paddr0") if key not in fields]
+    missing = [key for key in ("hot_paddr0", "zero_paddr0", "threads", "cpus")
+               if key not in fields]
     if missing:
         raise GuestLineError(f"READY line without {', '.join(missing)} (an initramfs older"
                              f" than the harness? rebuild it with ninja): {text!r}")
-    return ReadyInfo(fields, fields["hot_paddr0"], fields["zero_paddr0"])
+    return ReadyInfo(fields, fields["hot_paddr0"], fields["zero_paddr0"], fields["threads"],
+                     fields["cpus"])
+
+
+def ready_info(lines: Iterable[ConsoleLine]) -> ReadyInfo | None:
+    """The facts of the first READY line among @lines; None if there is none, or
+    if it is an older workload's (logged: a run's verdict does not hang on it)."""
+    line = next((line for line in lines if re.match(READY, line.text)), None)
+    if line is None:
+        return None
+    try:
+        return parse_ready(line.text)
+    except GuestLineError as err:
+        log.warning("%s", err)
+        return None
 
 
 def parse_corrupt(text: str) -> CorruptPage:
@@ -255,6 +274,29 @@ def pages_per_node(lines: Iterable[ConsoleLine]) -> dict[str, list[int]]:
         if m := _NUMA.match(line.text):
             out[m.group(1)] = [int(n) for n in m.group(2).split(",")]
     return out
+
+
+_THREAD = re.compile(r"^ml:T (\d+) cpu=(\d+) first=(\d+) pages=(\d+) rate_pages=(\d+)"
+                     r" paddr=0x([0-9a-fA-F]+)$")
+
+
+@dataclass(frozen=True)
+class ThreadShare:
+    """One "ml:T" line: a rewriting thread and its share of the hot set."""
+
+    thread: int
+    cpu: int  # the vCPU it is pinned to
+    first: int  # its first hot page
+    pages: int
+    rate_pages: int  # its share of the rate, pages/s
+    paddr: int  # guest-physical address of its first page; 0 if it has none
+
+
+def thread_shares(lines: Iterable[ConsoleLine]) -> list[ThreadShare]:
+    """The rewriting threads' shares, from the "ml:T" lines the workload prints
+    before READY (none with one thread: it owns the whole hot set)."""
+    return [ThreadShare(*(int(g) for g in m.groups()[:5]), int(m.group(6), 16))
+            for line in lines if (m := _THREAD.match(line.text))]
 
 
 def blackout_ms(before: list[float], after: list[float]) -> float | None:

@@ -194,6 +194,23 @@ def _check_memory(scenarios: Sequence[Scenario]) -> None:
             f" at most {units.human_mib(available // 2)}")
 
 
+def host_cpus() -> int:
+    """The CPUs this process may run on (a cpuset or taskset counted, not the machine's)."""
+    return len(os.sched_getaffinity(0))
+
+
+def _check_cpus(scenarios: Sequence[Scenario]) -> None:
+    available = host_cpus()
+    vcpus = max(s.vcpus for s in scenarios)
+    # Under TCG every vCPU is a host thread; with more of them than CPUs they
+    # take turns, and the guest's threads would neither run at once nor at
+    # the rates asked.
+    if vcpus > available:
+        raise PreflightError(
+            f"--vcpus {vcpus}: every vCPU is a host thread, and this host gives miglab"
+            f" {available} CPU(s) (sched_getaffinity); accepted at most {available}")
+
+
 def _check_output(option: str, path: Path, directory: bool) -> None:
     where = f"{option} {str(path)!r}"
     parent = path.parent  # "." for a bare name
@@ -258,5 +275,6 @@ def check(scenarios: Scenario | Sequence[Scenario],
     check_outputs(files, directories)
     if runs:
         _check_memory(runs)
+        _check_cpus(runs)
     check_host()
     _check_netem(runs)  # its probe needs root

@@ -60,7 +60,11 @@ def _declared(r: Result) -> str:
 
 
 def summary(r: Result) -> str:
-    lines = [f"verdict: {r.status}   integrity: {r.integrity}   ({r.qemu}, {r.accel})"]
+    accel = r.accel
+    if r.scenario.get("vcpus", 1) > 1:  # one vCPU, as it always was: said nowhere
+        accel += (f", {r.scenario['vcpus']} vCPUs, the guest saw {r.guest_cpus} and rewrote"
+                  f" from {r.guest_threads} threads")
+    lines = [f"verdict: {r.status}   integrity: {r.integrity}   ({r.qemu}, {accel})"]
     if r.status == "completed":
         limit = f"limit {r.downtime_limit_ms} ms"
         lines.append(f"downtime {_ms(r.downtime_ms)} (QEMU) / {_ms(r.observed_blackout_ms)}"

@@ -58,6 +58,10 @@ class Result:
     scenario: dict[str, Any] = field(default_factory=dict)
     # guest NUMA nodes: set -> pages on each node, all of them verified (empty: one node)
     pages_per_node: dict[str, list[int]] = field(default_factory=dict)
+    # from the source's READY line: the workload's rewriting threads (one per
+    # vCPU) and the CPUs its kernel had online; None if it printed none
+    guest_threads: int | None = None
+    guest_cpus: int | None = None
     corrupt_pages: list[str] = field(default_factory=list)  # as the guest reported them
     # --cross-traffic: flows, their goodput, the migration connection's share (runner.py)
     cross_traffic: dict[str, Any] = field(default_factory=dict)

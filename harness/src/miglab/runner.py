@@ -25,6 +25,7 @@ from .guest import (
     blackout_ms,
     pages_per_node,
     read_console,
+    ready_info,
     wait_for_checked_pass,
 )
 from .link import DST_ADDR, Link, LinkCheck
@@ -73,7 +74,7 @@ def machine_type(s: Scenario) -> str:
 def _guest_config(s: Scenario, binary: Path, accel: str, netns: str,
                   incoming: bool, extra_args: list[str] | None = None) -> VMConfig:
     return VMConfig.for_binary(binary, memory_mib=s.memory_mib, machine=machine_type(s),
-                               numa_nodes_mib=s.numa_nodes_mib, accel=accel,
+                               numa_nodes_mib=s.numa_nodes_mib, vcpus=s.vcpus, accel=accel,
                                kernel=artifacts.kernel(), initramfs=artifacts.initramfs(),
                                workload=s.workload(), incoming=incoming, netns=netns,
                                extra_args=list(extra_args or []))
@@ -259,6 +260,7 @@ def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
     guests = _check_guests(s, outcome, env.src, env.dst)
     estimate = next((x.mbps * 1e6 for x in reversed(outcome.samples)
                      if x.status == "active" and x.mbps > 0), None)
+    ready = ready_info(env.src.console.lines()) if env.src.console else None
     return Result(
         status=outcome.status, integrity=guests.integrity, downtime_ms=outcome.downtime_ms,
         observed_blackout_ms=None if guests.blackout_ms is None else round(guests.blackout_ms, 1),
@@ -270,6 +272,8 @@ def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
         destination_alive=guests.destination_alive, source_alive=guests.source_alive,
         error=outcome.error, qemu=_qemu_label(env), accel=env.accel, scenario=s.to_dict(),
         pages_per_node=pages_per_node(env.src.console.lines()) if env.src.console else {},
+        guest_threads=ready.threads if ready else None,
+        guest_cpus=ready.cpus if ready else None,
         corrupt_pages=[verdict.describe_page(p) for p in guests.report.corrupt_pages]
         if guests.report else [],
         cross_traffic=cross or {},

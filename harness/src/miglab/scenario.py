@@ -30,6 +30,9 @@ MIN_NUMA_NODE_MIB = 32
 MAX_MULTIFD_CHANNELS = 255  # QEMU's limit (migrate_params_check)
 MAX_CROSS_TRAFFIC_FLOWS = 16  # competing flows: beyond this each gets too little to say much
 MAX_NUMA_NODES = 16  # what the workload's interleave mask covers (guest/workload.c)
+# "Several vCPUs", not a big guest: under TCG every vCPU is a host thread, and
+# the host's own CPUs bound it further (preflight.py). The workload takes 64.
+MAX_VCPUS = 8
 MAX_SIZE_MIB = (1 << 32) - 1
 MAX_RATE_MIB = 65536  # MiB/s: 64G/s, far beyond what a guest rewrites
 # QEMU's migrate_params_check: max-bandwidth and avail-switchover-bandwidth
@@ -60,6 +63,7 @@ class Scenario:
     link_loss_pct: float = 0.0
     memory_mib: int = 512
     numa_nodes_mib: tuple[int, ...] = ()  # memory per guest NUMA node; () for one node
+    vcpus: int = 1  # the workload rewrites from as many threads, one per vCPU
     hot_set_mib: int = 32
     dirty_rate_mib: int = 40
     zero_set_mib: int = 0
@@ -81,7 +85,7 @@ class Scenario:
     def workload(self) -> Workload:
         return Workload(hot_set_mib=self.hot_set_mib, dirty_rate_mib=self.dirty_rate_mib,
                         zero_set_mib=self.zero_set_mib, zero_rate_mib=self.zero_rate_mib,
-                        numa_nodes=max(1, len(self.numa_nodes_mib)))
+                        numa_nodes=max(1, len(self.numa_nodes_mib)), threads=self.vcpus)
 
     def migration(self) -> MigrationSettings:
         # auto starts from 0 (QEMU's estimate) until the tuner has measured
@@ -227,6 +231,7 @@ FIELDS: dict[str, tuple[str, Any]] = {
     "link-loss": ("link_loss_pct", units.parse_percent),
     "memory": ("memory_mib", _mib_in(MIN_MEMORY_MIB, MAX_SIZE_MIB, "512M")),
     "numa-nodes": ("numa_nodes_mib", _numa_nodes),
+    "vcpus": ("vcpus", _count(1, MAX_VCPUS, "2")),
     "hot-set": ("hot_set_mib", _mib_in(0, MAX_SIZE_MIB, "32M")),
     "dirty-rate": ("dirty_rate_mib", _mib_in(0, MAX_RATE_MIB, "40M", "/s")),
     "zero-set": ("zero_set_mib", _mib_in(0, MAX_SIZE_MIB, "64M")),

@@ -55,6 +55,7 @@ class VMConfig:
     memory_mib: int = 512
     machine: str = "q35"  # with a kernel; a versioned type (pc-q35-7.2) across versions
     numa_nodes_mib: tuple[int, ...] = ()  # one RAM backend and NUMA node each; sum = memory
+    vcpus: int = 1
     accel: str = "tcg"
     kernel: Path | None = None
     initramfs: Path | None = None
@@ -79,15 +80,23 @@ class VMConfig:
             "-machine", self.machine if self.kernel else "none",
             "-accel", self.accel,
             "-m", f"{self.memory_mib}M",
+            # Under TCG each vCPU is a host thread of its own (MTTCG, QEMU's
+            # default for x86 guests on x86 hosts): the vCPUs really run at once.
+            "-smp", str(self.vcpus),
             "-nodefaults", "-no-user-config", "-display", "none",
             "-chardev", f"socket,id=qmp,path={qmp_path}",
             "-mon", "chardev=qmp,mode=control",
         ]
         # Each node's RAM is a RAM block of its own, in order: the shape that
         # makes dirty-bitmap code see blocks that do not start at ram_addr 0.
+        # vCPUs go round-robin over the nodes (vCPU i on node i % nodes), every
+        # one named, as QEMU wants once any is; nodes beyond the vCPUs have
+        # memory only. With one vCPU that is QEMU's own default mapping.
+        nodes = len(self.numa_nodes_mib)
         for node, size_mib in enumerate(self.numa_nodes_mib):
+            cpus = "".join(f",cpus={cpu}" for cpu in range(node, self.vcpus, nodes))
             cmd += ["-object", f"memory-backend-ram,id=ram-node{node},size={size_mib}M",
-                    "-numa", f"node,nodeid={node},memdev=ram-node{node}"]
+                    "-numa", f"node,nodeid={node}{cpus},memdev=ram-node{node}"]
         for directory in self.firmware_dirs:
             cmd += ["-L", str(directory)]
         if self.accel == "kvm":
