@@ -28,7 +28,7 @@ from miglab.verdict import Integrity, Status, within_limit
 HOT_SET_BYTES = 12 * 1024 * 1024
 CAP_BYTES_PER_S = 8_000_000
 DEADLINE_S = 20  # the bulk pass at the cap takes about 11 s; then it iterates
-SHAPE_KEYS = ("dst-qemu", "multifd-channels")
+SHAPE_KEYS = ("dst-qemu", "multifd-channels", "vcpus")
 
 
 class CappedPrecopy(LabTest):

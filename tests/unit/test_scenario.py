@@ -128,7 +128,7 @@ def test_multifd_channels_go_to_both_sides() -> None:
     assert scenario.parse({}).migration().both_sides() == ({}, {})
 
 
-@pytest.mark.parametrize("text", ["-1", "256", "two", "1.5"])
+@pytest.mark.parametrize("text", ["-1", "256", "two", "1.5", "\u00b2"])
 def test_bad_multifd_channels_are_refused(text: str) -> None:
     with pytest.raises(scenario.ScenarioError, match="--multifd-channels .*0 to 255"):
         scenario.parse({"multifd-channels": text})

@@ -202,7 +202,9 @@ def _choice(choices: tuple[str, ...]):
 
 def _count(low: int, high: int, example: str):
     def parse(text: str, what: str) -> int:
-        if not text.strip().isdigit() or not low <= int(text) <= high:
+        # isascii: "²".isdigit() is true, and int() refuses it
+        if not (text.strip().isascii() and text.strip().isdigit()) or \
+                not low <= int(text) <= high:
             raise units.UnitError(f"{what} {text!r}: expected a whole number from {low} to"
                                   f" {high}, such as {example}")
         return int(text)
