@@ -65,11 +65,14 @@ class CappedPrecopy(LabTest):
             summed = re.search(r"summed (\d+) migration connection", " ".join(result.reasons))
             self.assertTrue(summed, result.reasons)
             self.assertGreaterEqual(int(summed.group(1)), max(1, s.multifd_channels))
+            # multifd: a sum of channels' lower terciles x 0.92, 69-90% of the
+            # link on three recorded runs (autotune.py, Autotuner.measured_bps)
+            low = 0.6 if s.multifd_channels else 0.85
             for change in result.autotune:
-                self.assertGreaterEqual(change["bytes_per_s"] * 8, 0.85 * link_bps)
+                self.assertGreaterEqual(change["bytes_per_s"] * 8, low * link_bps)
                 self.assertLessEqual(change["bytes_per_s"] * 8, 1.05 * link_bps)
-            # premise: even 85% of the link makes a threshold above the hot set
-            self.assertGreater(0.85 * link_bps / 8 * limit_ms / 1000, 1.1 * HOT_SET_BYTES)
+            # premise: even the lowest bound makes a threshold above the hot set
+            self.assertGreater(low * link_bps / 8 * limit_ms / 1000, 1.1 * HOT_SET_BYTES)
             self.assertEqual(result.status, Status.COMPLETED, result.reasons)
             self.assertTrue(within_limit(result.downtime_ms, limit_ms), result.reasons)
             self.assertEqual(result.integrity, Integrity.OK, result.reasons)
