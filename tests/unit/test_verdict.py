@@ -63,3 +63,18 @@ def test_cross_traffic_reasons_give_the_share_against_a_fair_one() -> None:
     assert reasons[1].endswith("is 24% of the link alone (1/4 would be 25%)")
     assert verdict.cross_traffic_reasons({**cross, "migration_tcp_bps": None})[1] == (
         "the migration connection's TCP samples agreed on no rate")
+
+
+def test_a_ramped_run_is_judged_against_the_limit_in_force_and_says_the_users() -> None:
+    reasons = verdict.ramp_reasons(640, 664, 300, 4)
+    assert reasons == [
+        "downtime 640 ms within the limit in force at switchover, 664 ms (the downtime"
+        " ramp's, after 4 raise(s))",
+        "downtime 640 ms exceeds the --downtime-limit asked for, 300 ms"]
+    r = Result(status="completed", integrity="ok", downtime_ms=640, observed_blackout_ms=700.0,
+               downtime_limit_ms=300, total_time_ms=40000, link_rate_bps=500e6,
+               estimated_bandwidth_bps=480e6, switchover_bandwidth_bps=0,
+               downtime_ramp={"limit_at_switchover_ms": 664})
+    assert verdict.limit_in_force_ms(r) == 664 and verdict.passed(r)
+    r.downtime_ramp = {}
+    assert not verdict.passed(r)

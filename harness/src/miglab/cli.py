@@ -55,6 +55,10 @@ SCENARIO_OPTIONS = {
                         " connection without multifd (default 0)",
     "cross-traffic": "N bulk TCP flows from the source to the destination namespace over"
                      " the same link, from before the migration until it ends (default 0)",
+    "downtime-ramp": "KubeVirt's downtime ramp (VEP 291): off (default), on (start at 150 ms;"
+                     " from iteration 3, every 10 s, one of 7 steps up to 1050 ms), or"
+                     " KEY=VALUE pairs over those: initial_ms, steps, start_iteration,"
+                     " cooldown_s, ceiling_ms",
     "timeout": "seconds to wait for convergence before cancelling (default 60)",
     "accel": "auto, tcg or kvm (default auto: KVM only if a guest boots under it)",
     "name": "a name for the run, used in reports",

@@ -2,7 +2,7 @@
 
 Panels: data still pending over time; QEMU's bandwidth estimate against the
 measured link rate and the declared switchover bandwidth; expected downtime
-against the limit.
+against the limit (and the downtime ramp's limit over time).
 """
 from __future__ import annotations
 
@@ -20,6 +20,15 @@ def _declared_at(result: Result, t_s: float) -> float:
         if change["t_s"] <= t_s:
             value = change["bytes_per_s"]
     return value * 8
+
+
+def _ramp_limit_at(result: Result, t_s: float) -> int:
+    """The downtime ramp's limit in force at @t_s (ms)."""
+    value = result.downtime_ramp["settings"]["initial_ms"]
+    for change in result.downtime_ramp["changes"]:
+        if change["t_s"] <= t_s:
+            value = change["limit_ms"]
+    return value
 
 
 def plot_run(result: Result, path: Path, title: str = "") -> Path:
@@ -57,6 +66,9 @@ def plot_run(result: Result, path: Path, title: str = "") -> Path:
                   color="tab:orange")
     downtime.axhline(result.downtime_limit_ms, label="downtime limit", color="black",
                      linestyle="--")
+    if result.downtime_ramp:
+        downtime.step(t, [_ramp_limit_at(result, x) for x in t], where="post",
+                      label="downtime ramp's limit", color="tab:brown")
     if result.downtime_ms is not None:
         downtime.axhline(result.downtime_ms, label="actual downtime", color="tab:olive",
                          linestyle=":")

@@ -6,6 +6,7 @@ from typing import TextIO
 
 from .result import Result, Sample
 from .units import human_bits
+from .verdict import limit_in_force_ms
 
 MIB = 1024 * 1024
 
@@ -67,6 +68,8 @@ def summary(r: Result) -> str:
     lines = [f"verdict: {r.status}   integrity: {r.integrity}   ({r.qemu}, {accel})"]
     if r.status == "completed":
         limit = f"limit {r.downtime_limit_ms} ms"
+        if r.downtime_ramp.get("limit_at_switchover_ms"):
+            limit += f" (the downtime ramp's at switchover: {limit_in_force_ms(r)} ms)"
         lines.append(f"downtime {_ms(r.downtime_ms)} (QEMU) / {_ms(r.observed_blackout_ms)}"
                      f" (heartbeat gap seen from outside), {limit};"
                      f" total {_ms(r.total_time_ms)}")
@@ -92,11 +95,15 @@ def table(rows: list[tuple[str, Result]]) -> str:
     their number, the share of the link each run declared and the migration
     connection's measured share."""
     shared = any(r.cross_traffic for _, r in rows)
+    ramped = any(r.scenario.get("downtime_ramp") for _, r in rows)
     head = ("| run | status | total time | downtime / limit | blackout seen |"
             " expected downtime (last) | QEMU estimate | link | declared | integrity |")
     if shared:
         head += " flows | declared share | migration's TCP share |"
-    out = [head, "| " + " | ".join(["---"] * (13 if shared else 10)) + " |"]
+    if ramped:
+        head += " limit at switchover | data sent |"
+    columns = 10 + (3 if shared else 0) + (2 if ramped else 0)
+    out = [head, "| " + " | ".join(["---"] * columns) + " |"]
     for name, r in rows:
         line = (f"| {name} | {r.status} | {_ms(r.total_time_ms)} |"
                 f" {_ms(r.downtime_ms)} / {r.downtime_limit_ms} ms |"
@@ -108,5 +115,9 @@ def table(rows: list[tuple[str, Result]]) -> str:
             line += (f" {cross.get('flows', 0)} |"
                      f" {_share(r.switchover_bandwidth_bps, r.link_rate_bps)} |"
                      f" {_share(cross.get('migration_tcp_bps'), r.link_rate_bps)} |")
+        if ramped:
+            at = limit_in_force_ms(r) if r.status == "completed" else None
+            sent = r.samples[-1].transferred_bytes if r.samples else None
+            line += (f" {_ms(at)} | {'-' if sent is None else f'{sent / MIB:.0f} MiB'} |")
         out.append(line)
     return "\n".join(out)

@@ -65,6 +65,8 @@ class Result:
     corrupt_pages: list[str] = field(default_factory=list)  # as the guest reported them
     # --cross-traffic: flows, their goodput, the migration connection's share (runner.py)
     cross_traffic: dict[str, Any] = field(default_factory=dict)
+    # --downtime-ramp: settings, changes (t_s, iteration, limit_ms), limit_at_switchover_ms
+    downtime_ramp: dict[str, Any] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
 

@@ -30,6 +30,7 @@ from .guest import (
 )
 from .link import DST_ADDR, Link, LinkCheck
 from .migration import Outcome
+from .ramp import RampDriver
 from .result import Result, Sample
 from .scenario import Scenario
 from .traffic import CrossTraffic, Delivered
@@ -125,15 +126,21 @@ def _check_link(link: Link, progress: Progress) -> LinkCheck:
 
 def _verdict_reasons(s: Scenario, outcome: Outcome, check: LinkCheck,
                      estimate_bps: float | None, declared_bytes_per_s: int | None,
-                     guests: GuestVerdict) -> list[str]:
+                     guests: GuestVerdict, ramped: RampDriver | None) -> list[str]:
     reasons = verdict.bandwidth_reasons(check.measured_bps, estimate_bps,
                                         (declared_bytes_per_s or 0) * 8, s.switchover_auto)
     last = outcome.samples[-1] if outcome.samples else None
+    final_ms = ramped.limit_ms if ramped else s.downtime_limit_ms
     if outcome.status == Status.NOT_CONVERGED and last:
         reasons.append(f"still iterating after {s.timeout_s:.0f}s: expected downtime"
-                       f" {last.expected_downtime_ms} ms > limit {s.downtime_limit_ms} ms")
+                       f" {last.expected_downtime_ms} ms > limit {final_ms} ms"
+                       + (" (the downtime ramp's last)" if ramped else ""))
     if outcome.status == Status.COMPLETED and outcome.downtime_ms is not None:
-        reasons.append(verdict.downtime_reason(outcome.downtime_ms, s.downtime_limit_ms))
+        if ramped:
+            reasons += verdict.ramp_reasons(outcome.downtime_ms, final_ms,
+                                            s.downtime_limit_ms, len(ramped.changes))
+        else:
+            reasons.append(verdict.downtime_reason(outcome.downtime_ms, s.downtime_limit_ms))
     if outcome.error:
         reasons.append(f"QEMU: {outcome.error}")
     which = "destination" if outcome.status == Status.COMPLETED else "source"
@@ -249,10 +256,12 @@ def _qemu_label(env: Lab) -> str:
 
 
 def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
-          tuner: Autotuner | None = None, cross: dict[str, Any] | None = None) -> Result:
+          tuner: Autotuner | None = None, cross: dict[str, Any] | None = None,
+          ramped: RampDriver | None = None) -> Result:
     """The Result of a migration that ran in @env: guests checked, reasons given.
 
-    @tuner is the automatic mode's; @cross, cross_traffic_report()'s."""
+    @tuner is the automatic mode's; @cross, cross_traffic_report()'s;
+    @ramped, the downtime ramp that drove the limit."""
     progress = progress or Progress.silent()
     s = env.scenario
     declared = tuner.declared_bytes_per_s if tuner else s.switchover_bandwidth_bytes_per_s
@@ -277,19 +286,34 @@ def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
         corrupt_pages=[verdict.describe_page(p) for p in guests.report.corrupt_pages]
         if guests.report else [],
         cross_traffic=cross or {},
-        reasons=_verdict_reasons(s, outcome, env.check, estimate, declared, guests)
+        downtime_ramp=_ramp_record(ramped, outcome) if ramped else {},
+        reasons=_verdict_reasons(s, outcome, env.check, estimate, declared, guests, ramped)
         + ([f"the automatic mode summed {tuner.connections} migration connection(s)"]
            if tuner else [])
         + (verdict.cross_traffic_reasons(cross) if cross else []),
         samples=outcome.samples)
 
 
-def _autotuning(env: Lab, tuner: Autotuner, progress: Progress) -> Callable[[Sample], None]:
-    """A sample hook that applies what the tuner decides while the migration is active."""
+def _ramp_record(ramped: RampDriver, outcome: Outcome) -> dict[str, Any]:
+    """The ramp as it ran: its settings, every change, the limit at the end."""
+    return {"settings": ramped.ramp.to_dict(), "changes": [asdict(c) for c in ramped.changes],
+            "limit_at_switchover_ms": ramped.limit_ms
+            if outcome.status == Status.COMPLETED else None}
+
+
+def _steering(env: Lab, progress: Progress, tuner: Autotuner | None,
+              ramped: RampDriver | None) -> Callable[[Sample], None]:
+    """A sample hook that applies, while the migration is active, what the
+    automatic mode and the downtime ramp decide."""
     def on_sample(sample: Sample) -> None:
-        if sample.status == "active" and (value := tuner.decide(sample.t_s)) is not None:
+        if tuner and sample.status == "active" and \
+                (value := tuner.decide(sample.t_s)) is not None:
             env.src.command("migrate-set-parameters", **{PARAM: value})
             progress.stage(f"autotune: {PARAM} = {value} B/s ({tuner.changes[-1].reason})")
+        if ramped and (limit := ramped.decide(sample)) is not None:
+            env.src.command("migrate-set-parameters", **{"downtime-limit": limit})
+            progress.stage(f"downtime ramp: downtime-limit = {limit} ms at {sample.t_s:.1f}s,"
+                           f" iteration {sample.dirty_sync_count}")
         progress.sample(sample)
     return on_sample
 
@@ -337,6 +361,7 @@ def run(s: Scenario, logs: Path, progress: Progress | None = None,
     progress = progress or Progress.silent()
     with lab(s, logs, progress, on_link_measured) as env, _cross_traffic(env) as flows:
         tuner = Autotuner() if s.switchover_auto else None
+        ramped = RampDriver(s.downtime_ramp) if s.downtime_ramp else None
         # With competing flows the migration's samples are watched in any
         # mode: they say what share of the link it got.
         watched = tuner or (Autotuner() if flows else None)
@@ -345,7 +370,7 @@ def run(s: Scenario, logs: Path, progress: Progress | None = None,
         progress.stage("migrating")
         outcome = migration.run(
             env.src, env.dst, s.migration(), env.uri, s.timeout_s,
-            _autotuning(env, tuner, progress) if tuner else progress.sample,
+            _steering(env, progress, tuner, ramped),
             during=_sampling(env, watched) if watched else None)
         cross = cross_traffic_report(env, flows.stop(), watched) if flows and watched else {}
         if watched:
@@ -353,4 +378,4 @@ def run(s: Scenario, logs: Path, progress: Progress | None = None,
         if tuner and env.src.running and outcome.status != Status.FAILED:
             # leave the parameter as it was before the run
             env.src.command("migrate-set-parameters", **{PARAM: 0})
-        return judge(env, outcome, progress, tuner, cross)
+        return judge(env, outcome, progress, tuner, cross, ramped)

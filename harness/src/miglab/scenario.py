@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from . import artifacts, units
+from . import artifacts, ramp, units
 from .guest import Workload
 from .link import LinkConfig
 from .migration import MigrationSettings
@@ -74,6 +74,9 @@ class Scenario:
     switchover_auto: bool = False  # set from the kernel's TCP samples (autotune.py)
     multifd_channels: int = 0  # 0: one migration connection, no multifd
     cross_traffic_flows: int = 0  # bulk TCP flows sharing the link during the migration
+    # KubeVirt's downtime ramp (ramp.py): it starts the migration at its own
+    # initial limit; downtime_limit_ms stays the limit the user asked for
+    downtime_ramp: ramp.DowntimeRamp | None = None
     timeout_s: float = 60.0
     accel: str = "auto"
     name: str = ""
@@ -90,7 +93,8 @@ class Scenario:
     def migration(self) -> MigrationSettings:
         # auto starts from 0 (QEMU's estimate) until the tuner has measured
         declared = 0 if self.switchover_auto else self.switchover_bandwidth_bytes_per_s
-        return MigrationSettings(downtime_limit_ms=self.downtime_limit_ms,
+        limit_ms = self.downtime_ramp.initial_ms if self.downtime_ramp else self.downtime_limit_ms
+        return MigrationSettings(downtime_limit_ms=limit_ms,
                                  max_bandwidth_bytes_per_s=self.max_bandwidth_bytes_per_s,
                                  avail_switchover_bandwidth_bytes_per_s=declared,
                                  multifd_channels=self.multifd_channels)
@@ -211,6 +215,16 @@ def _count(low: int, high: int, example: str):
     return parse
 
 
+def _downtime_ramp(text: str, what: str) -> ramp.DowntimeRamp | None:
+    value = ramp.parse(text, what)
+    if value and value.ceiling_ms > QEMU_MAX_DOWNTIME_MS:
+        raise units.UnitError(f"{what} {text!r}: ceiling_ms above QEMU's downtime-limit"
+                              f" maximum {QEMU_MAX_DOWNTIME_MS}")
+    if value and value.cooldown_s > MAX_TIMEOUT_S:
+        raise units.UnitError(f"{what} {text!r}: cooldown_s above {MAX_TIMEOUT_S:.0f}")
+    return value
+
+
 def _numa_nodes(text: str, what: str) -> tuple[int, ...]:
     accepted = (f"2 to {MAX_NUMA_NODES} sizes of whole MiB, each at least"
                 f" {MIN_NUMA_NODE_MIB}M, separated by commas, such as 128M,384M")
@@ -244,6 +258,7 @@ FIELDS: dict[str, tuple[str, Any]] = {
                              _bandwidth("'none', 'auto'")),
     "multifd-channels": ("multifd_channels", _count(0, MAX_MULTIFD_CHANNELS, "4")),
     "cross-traffic": ("cross_traffic_flows", _count(0, MAX_CROSS_TRAFFIC_FLOWS, "3")),
+    "downtime-ramp": ("downtime_ramp", _downtime_ramp),
     "timeout": ("timeout_s", _seconds),
     "accel": ("accel", _choice(ACCEL_CHOICES)),
     "name": ("name", lambda t, w: str(t)),
@@ -253,6 +268,8 @@ FIELDS: dict[str, tuple[str, Any]] = {
 def parse(values: dict[str, Any], base: Scenario | None = None) -> Scenario:
     """A Scenario from option/key names to text values; unknown keys are errors."""
     fields: dict[str, Any] = asdict(base or Scenario())
+    if isinstance(fields["downtime_ramp"], dict):  # asdict() went into it
+        fields["downtime_ramp"] = ramp.DowntimeRamp(**fields["downtime_ramp"])
     for key, text in values.items():
         if key not in FIELDS:
             raise ScenarioError(f"unknown scenario key {key!r}: accepted {', '.join(FIELDS)}")

@@ -61,10 +61,18 @@ def integrity(report: GuestReport, is_alive: bool) -> Integrity:
     return Integrity.NOT_CHECKED
 
 
+def limit_in_force_ms(result: Result) -> int:
+    """The limit QEMU switched over with: the downtime ramp's last, or the user's."""
+    ramped = result.downtime_ramp.get("limit_at_switchover_ms")
+    return int(ramped) if ramped else result.downtime_limit_ms
+
+
 def passed(result: Result) -> bool:
+    """Completed, intact, within the limit in force at the switchover (with the
+    downtime ramp, that is its promise; ramp_reasons() also tells the user's)."""
     return (result.status == Status.COMPLETED and result.integrity == Integrity.OK
             and result.downtime_ms is not None
-            and within_limit(result.downtime_ms, result.downtime_limit_ms))
+            and within_limit(result.downtime_ms, limit_in_force_ms(result)))
 
 
 def overdeclared(declared_bps: float, link_bps: float) -> bool:
@@ -75,6 +83,16 @@ def downtime_reason(downtime_ms: int, limit_ms: int) -> str:
     if within_limit(downtime_ms, limit_ms):
         return f"downtime {downtime_ms} ms within the limit {limit_ms} ms"
     return f"downtime {downtime_ms} ms exceeds the limit {limit_ms} ms"
+
+
+def ramp_reasons(downtime_ms: int, in_force_ms: int, user_ms: int, raises: int) -> list[str]:
+    """The downtime against the ramp's limit at switchover and against the user's."""
+    def against(limit_ms: int) -> str:
+        return "within" if within_limit(downtime_ms, limit_ms) else "exceeds"
+    return [f"downtime {downtime_ms} ms {against(in_force_ms)} the limit in force at"
+            f" switchover, {in_force_ms} ms (the downtime ramp's, after {raises} raise(s))",
+            f"downtime {downtime_ms} ms {against(user_ms)} the --downtime-limit asked for,"
+            f" {user_ms} ms"]
 
 
 def bandwidth_reasons(link_bps: float, estimate_bps: float | None,
