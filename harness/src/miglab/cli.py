@@ -85,9 +85,10 @@ def _parser() -> argparse.ArgumentParser:
         if option not in ("qemu", "dst-qemu", "switchover-bandwidth", "name"):
             compare.add_argument(f"--{option}", help=text)
     compare.add_argument(
-        "--variant", action="append", metavar="QEMU:BANDWIDTH",
+        "--variant", action="append", metavar="QEMU:BANDWIDTH[+ramp]",
         help="a variant to run, e.g. stock:none, patched:125M, patched:link (the"
-             " configured link rate, in bytes/s), upstream:auto; repeatable (default: stock,"
+             " configured link rate, in bytes/s), upstream:auto, patched:auto+ramp (with"
+             " KubeVirt's downtime ramp, as --downtime-ramp on); repeatable (default: stock,"
              " then patched and upstream each with none, link and auto)")
     compare.add_argument("--out", type=Path, default=Path("miglab-results"),
                          help="directory for the JSON of every run, logs and table.md")
@@ -214,9 +215,12 @@ def _variants(args: argparse.Namespace) -> list[scenario.Scenario]:
     out = []
     for text in args.variant or DEFAULT_VARIANTS:
         qemu, sep, bandwidth = text.rpartition(":")
-        if not sep or not qemu:
+        bandwidth, plus, extra = bandwidth.partition("+")
+        if not sep or not qemu or (plus and extra != "ramp"):
             raise scenario.ScenarioError(
-                f"--variant {text!r}: expected QEMU:BANDWIDTH, such as patched:125M")
+                f"--variant {text!r}: expected QEMU:BANDWIDTH or QEMU:BANDWIDTH+ramp, such as"
+                " patched:125M or patched:auto+ramp")
+        ramped = {"downtime-ramp": "on"} if plus else {}
         base = _scenario(args, qemu=qemu)
         if bandwidth == "link":
             bandwidth = str(base.link_rate_bps // 8)
@@ -225,7 +229,7 @@ def _variants(args: argparse.Namespace) -> list[scenario.Scenario]:
         except MissingArtifact as err:
             raise scenario.ScenarioError(f"--variant {text!r}: {err}") from None
         out.append(_scenario(args, qemu=qemu, name=text,
-                             **{"switchover-bandwidth": bandwidth}))
+                             **{"switchover-bandwidth": bandwidth, **ramped}))
     return out
 
 

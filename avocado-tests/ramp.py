@@ -1,0 +1,142 @@
+"""KubeVirt's downtime ramp (VEP 291) against the switchover bandwidth.
+
+The ramp (miglab run --downtime-ramp on) starts the migration at 150 ms
+and, from iteration 3, every 10 s, raises the limit by one of 7 steps to
+1050 ms: 150, 279, 407, 536, 664, 793, 921, 1050 ms (ramp.py). Two
+causes of a migration that never converges, and what each cure does:
+
+Capped (ramp-capped.yaml; the convergence matrix's guest at 1 Gbit/s): a
+12 MiB hot set rewritten at 40 MiB/s, max-bandwidth 8 MB/s. QEMU's
+estimate is the cap, so it expects hot / cap = 12.58 MB / 8 MB/s = 1573 ms
+of downtime: above the ceiling, so no step of the ramp ever admits it.
+With the automatic bandwidth (85-105% of the link's goodput G, the auto
+suite's bounds) the hot set needs at most 12.58 MB / (0.85 G / 8); at
+1 Gbit/s (G ~ 955 Mbit/s) that is 124 ms, under the ramp's first limit,
+so ramp + auto switches over at step 0, as soon as auto has declared.
+
+Near the link (ramp-near-link.yaml): no cap (max-bandwidth 1 GB/s over a
+200 Mbit/s link, G ~ 24 MB/s), so QEMU's estimate is the link's goodput
+and right; the guest rewrites a 16 MiB hot set at 39 MiB/s, 1.7 times
+what the link carries. A pass that sends a fraction x of the hot set
+lasts x H / G, while random rewrites dirty 1 - exp(-r x H / (G H)) of it
+again; the dirty fraction settles where x = 1 - exp(-1.7 x): x = 0.69,
+0.69 x 16.8 MB / 24 MB/s = 483 ms of expected downtime. Above 300 ms and
+407 ms, so neither the user's limit nor the declared link (which only
+repeats QEMU's right estimate) ever switches over; the ramp's third rise,
+536 ms, does: it converges with a downtime above 300 ms and at most the
+ceiling plus the 10% allowance.
+
+:avocado: tags=convergence,ramp
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+from labtest import LabTest
+
+from miglab import units
+from miglab.ramp import DowntimeRamp
+from miglab.verdict import DOWNTIME_ALLOWANCE, Integrity, Status, within_limit
+
+CAPPED_HOT_BYTES = 12 * 1024 * 1024
+CAP_BYTES_PER_S = 8_000_000
+AUTO_LOW = 0.85  # the auto suite's lower bound on what auto declares
+CAPPED_DEADLINE_S = 45  # iteration 3 at about 14 s, then rises at +10 s: 536 ms by 45 s
+
+NEAR_LINK = {"link-rate": "200mbit", "hot-set": "16M", "dirty-rate": "39M",
+             "max-bandwidth": "1G", "downtime-limit": 300, "timeout": 60, "accel": "tcg"}
+NEAR_HOT_BYTES = 16 * 1024 * 1024
+NEAR_DIRTY_BYTES_PER_S = 39 * 1024 * 1024
+
+
+def settled_dirty_fraction(ratio: float) -> float:
+    """The x > 0 where x = 1 - exp(-ratio x) (random rewrites at @ratio times
+    the link's rate, a pass sending x of the hot set); 0 when @ratio <= 1."""
+    x = 1.0
+    for _ in range(200):
+        x = 1 - math.exp(-ratio * x)
+    return x
+
+
+class DowntimeRampVsBandwidth(LabTest):
+    """
+    :avocado: tags=convergence,ramp
+    """
+
+    def _mode(self) -> dict[str, object]:
+        values: dict[str, object] = {"qemu": self.params.get("qemu", default="patched")}
+        if self.params.get("ramp", default=False):
+            values["downtime-ramp"] = "on"
+        declared = self.params.get("switchover", default="none")
+        if declared == "auto":
+            values["switchover-bandwidth"] = "auto"
+        elif declared == "link":
+            values["switchover-bandwidth"] = "link"  # resolved by the test
+        return values
+
+    def test_capped(self) -> None:
+        link_rate = self.params.get("link_rate", default="1gbit")
+        limit_ms = int(self.params.get("downtime_limit", default=300))
+        values = {**self._mode(), "link-rate": link_rate, "hot-set": "12M",
+                  "dirty-rate": "40M", "max-bandwidth": CAP_BYTES_PER_S,
+                  "downtime-limit": limit_ms, "timeout": CAPPED_DEADLINE_S, "accel": "tcg"}
+        if values.get("switchover-bandwidth") == "link":
+            values["switchover-bandwidth"] = units.parse_bits_per_s(link_rate) // 8
+        s = self.scenario(**values)
+        ramp = s.downtime_ramp or DowntimeRamp()
+        result = self.run_scenario(s)
+        estimated_ms = CAPPED_HOT_BYTES / CAP_BYTES_PER_S * 1000
+        if not s.switchover_auto:
+            # premise: QEMU's prediction is above every limit of the ramp
+            self.assertGreater(estimated_ms, ramp.ceiling_ms * DOWNTIME_ALLOWANCE)
+            self.assertEqual(result.status, Status.NOT_CONVERGED, result.reasons)
+            self.assertEqual(result.source_alive, True)
+            self.assertEqual(result.integrity, Integrity.OK, result.reasons)
+            if s.downtime_ramp:  # it did climb, every 10 s from iteration 3
+                changes = result.downtime_ramp["changes"]
+                self.assertGreaterEqual(len(changes), 2, result.downtime_ramp)
+                self.assertGreaterEqual(changes[0]["iteration"], ramp.start_iteration)
+                for a, b in itertools.pairwise(changes):
+                    self.assertGreaterEqual(b["t_s"] - a["t_s"], ramp.cooldown_s - 0.01)
+            return
+        # ramp + auto: the first step whose limit covers the hot set at the
+        # slowest rate auto may declare
+        slowest_bytes_per_s = AUTO_LOW * result.link_rate_bps / 8
+        needed_ms = CAPPED_HOT_BYTES / slowest_bytes_per_s * 1000
+        step = next(i for i in range(ramp.steps + 1) if ramp.limit_ms(i) >= needed_ms)
+        self.log.info("hot set at %.0f%% of the link needs %.0f ms: step %d (%d ms)",
+                      AUTO_LOW * 100, needed_ms, step, ramp.limit_ms(step))
+        self.assertEqual(result.status, Status.COMPLETED, result.reasons)
+        self.assertEqual(result.integrity, Integrity.OK, result.reasons)
+        if s.downtime_ramp:
+            self.assertLessEqual(result.downtime_ramp["limit_at_switchover_ms"],
+                                 ramp.limit_ms(step), result.downtime_ramp)
+        # within what the user asked for, whatever the ramp's limit was then
+        self.assertTrue(within_limit(result.downtime_ms, limit_ms), result.reasons)
+
+    def test_near_link(self) -> None:
+        values = {**self._mode(), **NEAR_LINK}
+        if values.get("switchover-bandwidth") == "link":
+            values["switchover-bandwidth"] = units.parse_bits_per_s("200mbit") // 8
+        s = self.scenario(**values)
+        ramp = s.downtime_ramp or DowntimeRamp()
+        result = self.run_scenario(s)
+        goodput_bytes_per_s = result.link_rate_bps / 8
+        ratio = NEAR_DIRTY_BYTES_PER_S / goodput_bytes_per_s
+        expected_ms = settled_dirty_fraction(ratio) * NEAR_HOT_BYTES / goodput_bytes_per_s * 1000
+        self.log.info("dirty rate %.2f x the link: %.0f ms expected at the settled point",
+                      ratio, expected_ms)
+        # premise: the settled expected downtime is above the user's limit by
+        # more than the noise of a pass, and under the ramp's ceiling
+        self.assertGreater(expected_ms, 1.3 * s.downtime_limit_ms)
+        self.assertLess(expected_ms, ramp.ceiling_ms)
+        if not s.downtime_ramp:
+            self.assertEqual(result.status, Status.NOT_CONVERGED, result.reasons)
+            self.assertEqual(result.source_alive, True)
+            self.assertEqual(result.integrity, Integrity.OK, result.reasons)
+            return
+        self.assertEqual(result.status, Status.COMPLETED, result.reasons)
+        self.assertEqual(result.integrity, Integrity.OK, result.reasons)
+        self.assertGreater(result.downtime_ms, s.downtime_limit_ms, result.reasons)
+        self.assertTrue(within_limit(result.downtime_ms, ramp.ceiling_ms), result.reasons)
