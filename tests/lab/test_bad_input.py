@@ -82,6 +82,13 @@ CASES = {
     # one more than this host gives: refused by the machine's checks, not the range
     "vcpus-beyond-host": Case(("--vcpus", str(min(len(os.sched_getaffinity(0)) + 1, 8))),
                               "--vcpus {vcpus}: every vCPU is a host thread", needs="few-cpus"),
+    "downtime-ramp-ceiling-under-start": Case(
+        ("--downtime-ramp", "initial_ms=900,ceiling_ms=800"),
+        "--downtime-ramp 'initial_ms=900,ceiling_ms=800': initial_ms 900 must be above 0"),
+    "compare-variant-unknown-suffix": Case(("--variant", "patched:auto+rmp", "--out", "{tmp}/o"),
+                                           "--variant 'patched:auto+rmp': expected"
+                                           " QEMU:BANDWIDTH or QEMU:BANDWIDTH+ramp",
+                                           command="compare"),
     "max-bandwidth-beyond-qemu": Case(("--max-bandwidth", "18446744073709551616"),
                                       "--max-bandwidth '18446744073709551616': expected"),
 }
