@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
@@ -20,3 +21,10 @@ def qemu_pids() -> set[int]:
 
 def miglab_namespaces() -> set[str]:
     return set(leftovers.snapshot().namespaces)
+
+
+def ctrl_c_reaches_it() -> None:
+    """Popen's preexec_fn for a miglab the test interrupts: SIGINT back to its
+    default. A shell starts background jobs with SIGINT ignored, and children
+    inherit that (a CI run started with '&' ignored every Ctrl-C)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

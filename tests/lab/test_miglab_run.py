@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import miglab_namespaces, qemu_pids
+from conftest import ctrl_c_reaches_it, miglab_namespaces, qemu_pids
 
 from miglab.verdict import within_limit
 
@@ -93,7 +93,8 @@ def test_bad_argument_is_one_line_and_starts_nothing() -> None:
 def test_ctrl_c_mid_migration_leaves_nothing_behind(tmp_path: Path) -> None:
     before_ns, before_qemu = miglab_namespaces(), qemu_pids()
     proc = subprocess.Popen([*MIGLAB, "run", *CAPPED, "--qemu", "stock", "--timeout", "120",
-                             "--logs", str(tmp_path)], stderr=subprocess.PIPE, text=True)
+                             "--logs", str(tmp_path)], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ctrl_c_reaches_it)
     assert proc.stderr
     deadline = time.monotonic() + 180
     for line in proc.stderr:  # progress lines: the migration has been active a while

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import miglab_namespaces
+from conftest import ctrl_c_reaches_it, miglab_namespaces
 
 from miglab import ownership
 from miglab.deadline import wait_for
@@ -31,7 +31,8 @@ NO_ORPHAN_WITHIN_S = 5.0
 
 def start_run(tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen([*MIGLAB, *ITERATING, *extra, "--logs", str(tmp_path / "logs")],
-                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            preexec_fn=ctrl_c_reaches_it)
 
 
 def wait_until_migrating(proc: subprocess.Popen[str], mark: str = "migrating") -> list[str]:
