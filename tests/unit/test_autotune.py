@@ -97,15 +97,31 @@ def test_nothing_is_declared_before_the_window_has_enough_samples() -> None:
         assert tuner.decide(s.t_s) is None
 
 
+def replay(name: str, by_connection: bool = False) -> tuple[Autotuner, list[float]]:
+    """A tuner fed a recorded series reading by reading, and what it declared
+    (bits/s). By connection: each reading holds every connection's sample
+    of that instant (the multifd series); otherwise one connection's."""
+    if by_connection:
+        with open(DATA / name) as f:
+            rows = list(csv.DictReader(f))
+        readings = [(float(t_s), {r["connection"]: TcpSample(
+            float(t_s), float(r["delivery_rate_bps"]), r["app_limited"] == "1") for r in group})
+            for t_s, group in itertools.groupby(rows, key=lambda r: r["t_s"])]
+    else:
+        readings = [(s.t_s, {"c": s}) for s in load(name)]
+    tuner = Autotuner()
+    declared = []
+    for t_s, samples in readings:
+        tuner.add(samples)
+        if (value := tuner.decide(t_s)) is not None:
+            declared.append(value * 8)
+    return tuner, declared
+
+
 @pytest.mark.parametrize("name,goodput", SERIES.items())
 def test_declared_value_is_within_15_percent_and_never_5_percent_above(
         name: str, goodput: float) -> None:
-    tuner = Autotuner()
-    declared = []
-    for s in load(name):
-        tuner.add({"c": s})
-        if (value := tuner.decide(s.t_s)) is not None:
-            declared.append(value * 8)
+    tuner, declared = replay(name)
     assert declared, "never declared anything"
     assert all(0.85 * goodput <= d <= 1.05 * goodput for d in declared), declared
     # a steady link is declared a few times, not rewritten at every sample
@@ -126,27 +142,14 @@ def test_on_a_shared_link_the_share_is_declared_never_the_link(
     # at its switchovers (README: the shared link); the filter must stay under it.
     goodput, flows = recorded
     fair = goodput / (flows + 1)
-    tuner = Autotuner()
-    declared = []
-    for s in load(name):
-        tuner.add({"c": s})
-        if (value := tuner.decide(s.t_s)) is not None:
-            declared.append(value * 8)
+    _, declared = replay(name)
     assert declared, "never declared anything"
     assert all(0.5 * fair <= d <= fair for d in declared), [d / fair for d in declared]
 
 
 @pytest.mark.parametrize("name,goodput", MULTIFD.items())
 def test_multifd_channels_are_summed_to_near_the_link(name: str, goodput: float) -> None:
-    tuner = Autotuner()
-    declared = []
-    with open(DATA / name) as f:
-        rows = list(csv.DictReader(f))
-    for t_s, group in itertools.groupby(rows, key=lambda r: r["t_s"]):
-        tuner.add({r["connection"]: TcpSample(float(t_s), float(r["delivery_rate_bps"]),
-                                              r["app_limited"] == "1") for r in group})
-        if (value := tuner.decide(float(t_s))) is not None:
-            declared.append(value * 8)
+    tuner, declared = replay(name, by_connection=True)
     assert declared, "never declared anything"
     # A tercile sits under the shares' mean: 69-90% declared on these three
     # series, never above the link (the sum of medians reached 118% x 0.92).
