@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from miglab import ownership
+from miglab.deadline import wait_for
 from miglab.ownership import Entry, ProcessId, Record
 
 
@@ -44,7 +45,9 @@ def test_process_name_with_spaces_and_parentheses_parses(tmp_path: Path) -> None
     odd.symlink_to(shutil.which("sleep") or "/bin/sleep")
     proc = subprocess.Popen([str(odd), "30"])
     try:
-        assert Path(f"/proc/{proc.pid}/comm").read_text() == "a) (b\n"
+        # Popen may return before the exec has renamed the child (vfork)
+        wait_for(lambda: Path(f"/proc/{proc.pid}/comm").read_text() == "a) (b\n", 5,
+                 "the child's exec")
         ident = ProcessId.of(proc.pid)
         assert ident is not None and ident.alive()
     finally:
@@ -75,8 +78,11 @@ def test_a_directory_replaced_under_the_same_name_is_not_ours(
     live = Record(state_dir / "x.json", ProcessId.self(), ownership.pid_namespace())
     ownership.state_dir()
     path, entry = live.directory(tmp_path, "miglab-")
-    path.rmdir()
-    path.mkdir()  # someone else's now: another inode
+    # someone else's now: made while ours still existed elsewhere, so it has
+    # another inode (rmdir then mkdir may get the same inode back)
+    moved = path.rename(tmp_path / "ours-moved")
+    path.mkdir()
+    moved.rmdir()
     (path / "theirs").write_text("keep")
     dead_record(state_dir, [entry])
     ownership.reap_dead()
