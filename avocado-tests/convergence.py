@@ -58,21 +58,24 @@ class CappedPrecopy(LabTest):
 
         if s.switchover_auto:
             link_bps = result.link_rate_bps
-            # auto declares the TCP delivery rate times 0.92 once it measured it:
-            # within 15% of the measured link and never more than 5% above it.
+            # What auto declares (TCP delivery rate x 0.92; multifd: the
+            # channels' lower terciles) must never be more than 5% above the
+            # measured link, and at least what makes a threshold 10% above
+            # the hot set: the physics of convergence. Typically 92-102% of
+            # the link on one connection and 69-90% on multifd; once 80%,
+            # late (tests/unit/data/README.md).
+            needed = 1.1 * HOT_SET_BYTES / (link_bps / 8 * limit_ms / 1000)
             self.assertTrue(result.autotune, "autotune never declared a bandwidth")
             # every multifd channel counts (the main connection too, with little on it)
             summed = re.search(r"summed (\d+) migration connection", " ".join(result.reasons))
             self.assertTrue(summed, result.reasons)
             self.assertGreaterEqual(int(summed.group(1)), max(1, s.multifd_channels))
-            # multifd: a sum of channels' lower terciles x 0.92, 69-90% of the
-            # link on three recorded runs (autotune.py, Autotuner.measured_bps)
-            low = 0.6 if s.multifd_channels else 0.85
             for change in result.autotune:
-                self.assertGreaterEqual(change["bytes_per_s"] * 8, low * link_bps)
-                self.assertLessEqual(change["bytes_per_s"] * 8, 1.05 * link_bps)
-            # premise: even the lowest bound makes a threshold above the hot set
-            self.assertGreater(low * link_bps / 8 * limit_ms / 1000, 1.1 * HOT_SET_BYTES)
+                share = change["bytes_per_s"] * 8 / link_bps
+                self.log.info("auto declared %.0f%% of the link (at least %.0f%% needed)",
+                              share * 100, needed * 100)
+                self.assertGreaterEqual(share, needed)
+                self.assertLessEqual(share, 1.05)
             self.assertEqual(result.status, Status.COMPLETED, result.reasons)
             self.assertTrue(within_limit(result.downtime_ms, limit_ms), result.reasons)
             self.assertEqual(result.integrity, Integrity.OK, result.reasons)

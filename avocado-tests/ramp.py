@@ -9,10 +9,12 @@ Capped (ramp-capped.yaml; the convergence matrix's guest at 1 Gbit/s): a
 12 MiB hot set rewritten at 40 MiB/s, max-bandwidth 8 MB/s. QEMU's
 estimate is the cap, so it expects hot / cap = 12.58 MB / 8 MB/s = 1573 ms
 of downtime: above the ceiling, so no step of the ramp ever admits it.
-With the automatic bandwidth (85-105% of the link's goodput G, the auto
-suite's bounds) the hot set needs at most 12.58 MB / (0.85 G / 8); at
-1 Gbit/s (G ~ 955 Mbit/s) that is 124 ms, under the ramp's first limit,
-so ramp + auto switches over at step 0, as soon as auto has declared.
+With the automatic bandwidth (92-102% of the link's goodput G typically,
+80% at the least recorded) the hot set and the guest's other dirty pages
+(up to as much again) need at most 2 x 12.58 MB / (0.78 G / 8); at 1 Gbit/s
+(G ~ 955 Mbit/s) that is 270 ms, so ramp + auto switches over by the ramp's first rise (279 ms),
+at step 0 if the pass ends before it (one CI run switched at 279 ms: 17 MB
+pending against the 16.4 MB that 150 ms admitted).
 
 Near the link (ramp-near-link.yaml, scenarios/near-link.yaml): no cap
 (max-bandwidth 1 GB/s over a 100 Mbit/s link, goodput G ~ 12 MB/s), so
@@ -46,7 +48,7 @@ from miglab.verdict import DOWNTIME_ALLOWANCE, Integrity, Status, within_limit
 
 CAPPED_HOT_BYTES = 12 * 1024 * 1024
 CAP_BYTES_PER_S = 8_000_000
-AUTO_LOW = 0.85  # the auto suite's lower bound on what auto declares
+AUTO_LOW = 0.78  # under the least auto declared on one connection (80%, tests/unit/data)
 CAPPED_DEADLINE_S = 35  # iteration 3 at about 14 s, then a rise every 10 s: 407 ms by 35 s
 
 NEAR_LINK = {"link-rate": "100mbit", "hot-set": "5M", "dirty-rate": "36M",
@@ -105,10 +107,12 @@ class DowntimeRampVsBandwidth(LabTest):
                 for a, b in itertools.pairwise(changes):
                     self.assertGreaterEqual(b["t_s"] - a["t_s"], ramp.cooldown_s - 0.01)
             return
-        # ramp + auto: the first step whose limit covers the hot set at the
-        # slowest rate auto may declare
+        # ramp + auto: at the latest the first step whose limit covers, at
+        # the slowest rate auto may declare, the hot set and the guest's other
+        # dirty pages (kernel, the workload's tables: up to as much again,
+        # 16-20 MiB pending in iteration 2 here)
         slowest_bytes_per_s = AUTO_LOW * result.link_rate_bps / 8
-        needed_ms = CAPPED_HOT_BYTES / slowest_bytes_per_s * 1000
+        needed_ms = 2 * CAPPED_HOT_BYTES / slowest_bytes_per_s * 1000
         step = next(i for i in range(ramp.steps + 1) if ramp.limit_ms(i) >= needed_ms)
         self.log.info("hot set at %.0f%% of the link needs %.0f ms: step %d (%d ms)",
                       AUTO_LOW * 100, needed_ms, step, ramp.limit_ms(step))
