@@ -53,6 +53,7 @@ CAPPED_DEADLINE_S = 35  # iteration 3 at about 14 s, then a rise every 10 s: 407
 
 NEAR_LINK = {"link-rate": "100mbit", "hot-set": "5M", "dirty-rate": "36M",
              "max-bandwidth": "1G", "downtime-limit": 300, "timeout": 35, "accel": "tcg"}
+NEAR_LINK_STEADY_S = 25  # without the ramp: 200 passes or so, none admitted
 NEAR_HOT_BYTES = 5 * 1024 * 1024
 NEAR_DIRTY_BYTES_PER_S = 36 * 1024 * 1024
 
@@ -126,6 +127,8 @@ class DowntimeRampVsBandwidth(LabTest):
 
     def test_near_link(self) -> None:
         values = {**self._mode(), **NEAR_LINK}
+        if "downtime-ramp" not in values:
+            values["timeout"] = NEAR_LINK_STEADY_S
         if values.get("switchover-bandwidth") == "link":
             values["switchover-bandwidth"] = units.parse_bits_per_s(NEAR_LINK["link-rate"]) // 8
         s = self.scenario(**values)
