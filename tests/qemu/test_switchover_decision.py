@@ -78,7 +78,10 @@ def test_declared_bandwidth_replaces_the_estimate_in_expected_downtime(
         after = settled_sample(pair.src, started, time.monotonic() - started)
         assert after.status == "active", after
         predicted_ms = after.remaining_bytes / (declared / 1000)
-        assert 0.75 * predicted_ms <= after.expected_downtime_ms <= 1.25 * predicted_ms, after
+        # QEMU computes it from the pending of its own last update, which a
+        # sync may have moved since (once 28% above ours); QEMU's estimate,
+        # the cap, would give 6.25 times the prediction.
+        assert 0.5 * predicted_ms <= after.expected_downtime_ms <= 2 * predicted_ms, after
         # mbps still reports QEMU's own measurement: about the 64 Mbit/s cap.
         assert after.mbps < 2 * CAPPED.max_bandwidth_bytes_per_s * 8 / 1e6, after
 
