@@ -13,22 +13,24 @@ from .result import Result
 MIB = 1024 * 1024
 
 
+def _in_force_at(changes: list[dict], key: str, t_s: float, before: float) -> float:
+    """@key of the last change made at or before @t_s; @before if none was."""
+    value = before
+    for change in changes:
+        if change["t_s"] <= t_s:
+            value = change[key]
+    return value
+
+
 def _declared_at(result: Result, t_s: float) -> float:
     """The automatic switchover bandwidth in force at @t_s, in bits/s (0 before any)."""
-    value = 0
-    for change in result.autotune:
-        if change["t_s"] <= t_s:
-            value = change["bytes_per_s"]
-    return value * 8
+    return _in_force_at(result.autotune, "bytes_per_s", t_s, 0) * 8
 
 
-def _ramp_limit_at(result: Result, t_s: float) -> int:
+def _ramp_limit_at(result: Result, t_s: float) -> float:
     """The downtime ramp's limit in force at @t_s (ms)."""
-    value = result.downtime_ramp["settings"]["initial_ms"]
-    for change in result.downtime_ramp["changes"]:
-        if change["t_s"] <= t_s:
-            value = change["limit_ms"]
-    return value
+    ramp = result.downtime_ramp
+    return _in_force_at(ramp["changes"], "limit_ms", t_s, ramp["settings"]["initial_ms"])
 
 
 def plot_run(result: Result, path: Path, title: str = "") -> Path:
