@@ -68,7 +68,7 @@ def test_each_side_can_run_its_own_build(tmp_path: Path) -> None:
     rc, result = miglab_run(tmp_path, "--qemu", "patched", "--dst-qemu", "stock",
                             "--switchover-bandwidth", "125M", "--hot-set", "12M")
     src, dst = result["qemu"].split(" -> ")
-    assert "patched-build" in src and "stock-build" in dst
+    assert "patched/build" in src and "stock/build" in dst
     assert result["status"] == "completed" and result["integrity"] == "ok", result["reasons"]
 
 

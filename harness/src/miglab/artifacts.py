@@ -35,18 +35,18 @@ UPSTREAM = "upstream"  # QEMU 10.0 from bookworm-backports, upstream's implement
 # the lookup below all read it). Other names without a slash are commands
 # on PATH; anything with a slash is a path.
 BUILDS: dict[str, Build] = {
-    "stock": Build("Debian 12's QEMU 7.2", "qemu-7.2/stock-build/qemu-system-x86_64",
+    "stock": Build("Debian 12's QEMU 7.2", "qemu-7.2/stock/build/qemu-system-x86_64",
                    "scripts/build-qemu"),
     "patched": Build("Debian 12's QEMU 7.2 with our patches",
-                     "qemu-7.2/patched-build/qemu-system-x86_64", "scripts/build-qemu"),
+                     "qemu-7.2/patched/build/qemu-system-x86_64", "scripts/build-qemu"),
     UPSTREAM: Build("QEMU 10.0 from bookworm-backports",
                     "qemu-upstream/root/usr/bin/qemu-system-x86_64",
                     "scripts/fetch-upstream-qemu"),
     "upstream-stock": Build("upstream QEMU 10.2.2 (Debian unstable's source)",
-                            "qemu-10.2/upstream-stock-build/qemu-system-x86_64",
+                            "qemu-10.2/upstream-stock/build/qemu-system-x86_64",
                             "scripts/build-qemu"),
     "upstream-patched": Build("upstream QEMU 10.2.2 with qemu-patches/upstream-10.2",
-                              "qemu-10.2/upstream-patched-build/qemu-system-x86_64",
+                              "qemu-10.2/upstream-patched/build/qemu-system-x86_64",
                               "scripts/build-qemu"),
 }
 
