@@ -29,7 +29,7 @@ class Case:
     args: tuple[str, ...]  # after `miglab`; {tmp} is the test's directory
     needle: str  # what the error line must say (the input, named)
     command: str = "run"
-    needs: str = ""  # "stock": the stock build; "no-netem": a kernel without netem
+    needs: str = ""  # "stock", "upstream": that build; "no-netem": a kernel without netem
 
 
 CASES = {
@@ -53,6 +53,10 @@ CASES = {
     "switchover-auto-on-stock": Case(("--qemu", "stock", "--switchover-bandwidth", "auto"),
                                      "--switchover-bandwidth auto with --qemu 'stock'",
                                      needs="stock"),
+    "qemu-auto-on-upstream-10.0": Case(("--qemu", "upstream", "--switchover-bandwidth",
+                                        "qemu-auto"),
+                                       "--switchover-bandwidth qemu-auto with --qemu 'upstream'",
+                                       needs="upstream"),
     "switchover-125M-on-stock": Case(("--qemu", "stock", "--switchover-bandwidth", "125M"),
                                      "--switchover-bandwidth 125000000 (bytes/s) with --qemu"
                                      " 'stock'", needs="stock"),
@@ -127,8 +131,8 @@ class Machine:
 
 
 def _skip_unless(needs: str) -> None:
-    if needs == "stock" and not artifacts.build_binary("stock").is_file():
-        pytest.skip("the stock build is missing: run scripts/build-qemu")
+    if needs in ("stock", artifacts.UPSTREAM) and not artifacts.build_binary(needs).is_file():
+        pytest.skip(f"the {needs} build is missing: run {artifacts.BUILDS[needs].made_by}")
     if needs == "no-netem" and link.netem_available():
         pytest.skip("this kernel has netem: delay and loss are accepted here")
     if needs == "few-cpus" and len(os.sched_getaffinity(0)) >= 8:

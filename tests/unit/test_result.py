@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from miglab import report
+from miglab import report, runner, scenario
 from miglab.migration import MigrationSettings, decide
 from miglab.result import Result, Sample
 
@@ -46,6 +46,39 @@ def test_settings_leave_the_parameter_out_unless_given() -> None:
     params = MigrationSettings(300, 8_000_000, 125_000_000).parameters()
     assert params == {"downtime-limit": 300, "max-bandwidth": 8_000_000,
                       "avail-switchover-bandwidth": 125_000_000}
+
+
+def test_qemu_auto_turns_on_qemus_tcp_mode_and_declares_nothing() -> None:
+    s = scenario.parse({"switchover-bandwidth": "qemu-auto"})
+    assert (s.switchover_qemu_auto, s.switchover_auto) == (True, False)
+    assert s.switchover_bandwidth_bytes_per_s is None
+    params = s.migration().parameters()
+    assert params["tcp-switchover-bandwidth"] is True
+    assert "avail-switchover-bandwidth" not in params
+    assert "tcp-switchover-bandwidth" not in scenario.parse({}).migration().parameters()
+
+
+def test_what_qemu_used_at_switchover_is_its_last_word() -> None:
+    # QEMU reports it (bytes/s) only with tcp-switchover-bandwidth on; the
+    # completed answer holds the last update before the switchover.
+    samples = [Sample.from_query(0.2, query("active")),
+               Sample.from_query(0.4, query("active", **{
+                   "switchover-bandwidth": 1_000_000, "switchover-bandwidth-source": "estimate"})),
+               Sample.from_query(2.0, query("completed", **{
+                   "switchover-bandwidth": 110_000_000, "switchover-bandwidth-source": "tcp"}))]
+    assert samples[0].switchover_bandwidth_bps is None
+    assert runner.qemu_switchover(samples) == (880e6, "tcp")
+    assert runner.qemu_switchover(samples[:2]) == (8e6, "estimate")
+    assert runner.qemu_switchover(samples[:1]) == (0.0, None)
+
+
+def test_the_table_says_where_qemus_own_value_came_from() -> None:
+    r = Result(status="completed", integrity="ok", downtime_ms=120, observed_blackout_ms=150.0,
+               downtime_limit_ms=300, total_time_ms=15000, link_rate_bps=955e6,
+               estimated_bandwidth_bps=64e6, switchover_bandwidth_bps=880e6,
+               switchover_bandwidth_source="tcp")
+    assert "| 880 Mbit/s (QEMU: tcp) |" in report.table([("patched:qemu-auto", r)])
+    assert "declared 880 Mbit/s (QEMU: tcp)" in report.summary(r)
 
 
 def test_result_round_trips_through_json(tmp_path: Path) -> None:

@@ -94,7 +94,7 @@ def test_bandwidths_stop_at_qemus_2_to_the_64(key: str) -> None:
 
 
 def test_switchover_errors_mention_auto() -> None:
-    assert "'auto'" in refused({"switchover-bandwidth": "fast"})
+    assert "'auto', 'qemu-auto'" in refused({"switchover-bandwidth": "fast"})
     assert "'auto'" in refused({"switchover-bandwidth": str(1 << 64)})
 
 
@@ -262,18 +262,18 @@ def test_the_parameter_is_found_across_chunk_boundaries(tmp_path: Path,
     for offset in range(40, 80):
         path = tmp_path / f"bin{offset}"
         path.write_bytes(b"\0" * offset + b"avail-switchover-bandwidth" + b"\0" * 100)
-        assert preflight.has_switchover_parameter(path), offset
+        assert preflight.has_parameter(path), offset
     path = tmp_path / "without"
     path.write_bytes(b"\0" * 1000 + b"avail-switchover-bandwidt" + b"\0" * 100)
-    assert not preflight.has_switchover_parameter(path)
+    assert not preflight.has_parameter(path)
 
 
 def test_the_scan_is_redone_when_the_file_changes(tmp_path: Path) -> None:
     path = tmp_path / "bin"
     path.write_bytes(b"nothing")
-    assert not preflight.has_switchover_parameter(path)
+    assert not preflight.has_parameter(path)
     path.write_bytes(b"now avail-switchover-bandwidth, longer")
-    assert preflight.has_switchover_parameter(path)
+    assert preflight.has_parameter(path)
 
 
 @pytest.mark.parametrize("available_kb,ok", [(2 * 512 * 1024, True),
@@ -366,6 +366,26 @@ def test_switchover_needs_the_parameter_on_the_source(tmp_path: Path, bandwidth:
     preflight._check_qemus(ok, "--qemu x")
     # not set: any QEMU will do
     preflight._check_qemus(scenario.parse({"qemu": str(without)}), "--qemu x")
+
+
+def test_qemu_auto_needs_tcp_switchover_bandwidth_on_the_source(tmp_path: Path) -> None:
+    # Debian's 7.2 and upstream have avail-switchover-bandwidth but not QEMU's own
+    # TCP mode: refused before anything starts, naming the build and the parameter.
+    old = tmp_path / "old"
+    old.mkdir()
+    new = tmp_path / "new"
+    new.mkdir()
+    without = fake_qemu(old, X86_QEMU.format(extra=" avail-switchover-bandwidth"))
+    with_it = fake_qemu(new, X86_QEMU.format(
+        extra=" avail-switchover-bandwidth tcp-switchover-bandwidth"))
+    s = scenario.parse({"qemu": str(without), "switchover-bandwidth": "qemu-auto"})
+    with pytest.raises(preflight.PreflightError) as err:
+        preflight._check_qemus(s, f"--qemu {str(without)!r}")
+    assert str(err.value).startswith(
+        f"--switchover-bandwidth qemu-auto with --qemu {str(without)!r}: {without}"
+        " (QEMU 7.2.0) has no tcp-switchover-bandwidth parameter;")
+    preflight._check_qemus(scenario.parse({"qemu": str(with_it), "dst-qemu": str(without),
+                                           "switchover-bandwidth": "qemu-auto"}), "--qemu x")
 
 
 def test_netem_options_are_refused_where_the_kernel_lacks_it(

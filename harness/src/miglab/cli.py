@@ -49,8 +49,10 @@ SCENARIO_OPTIONS = {
     "max-bandwidth": "QEMU's max-bandwidth in bytes/s, e.g. 8M, or none (default 8M)",
     "downtime-limit": "QEMU's downtime-limit, ms (default 300)",
     "switchover-bandwidth": "avail-switchover-bandwidth in bytes/s, e.g. 125M; none (not"
-                            " set, the default); or auto (from the kernel's TCP samples of"
-                            " the migration connection)",
+                            " set, the default); auto (miglab sets it from the kernel's"
+                            " TCP samples of the migration connections); or qemu-auto"
+                            " (QEMU takes it from its channels' TCP samples itself:"
+                            " tcp-switchover-bandwidth, in miglab's patched builds)",
     "multifd-channels": "migrate over N multifd channels (TCP connections), 0 for one"
                         " connection without multifd (default 0)",
     "cross-traffic": "N bulk TCP flows from the source to the destination namespace over"
@@ -87,9 +89,11 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--variant", action="append", metavar="QEMU:BANDWIDTH[+ramp]",
         help="a variant to run, e.g. stock:none, patched:125M, patched:link (the"
-             " configured link rate, in bytes/s), upstream:auto, patched:auto+ramp (with"
-             " KubeVirt's downtime ramp, as --downtime-ramp on); repeatable (default: stock,"
-             " then patched and upstream each with none, link and auto)")
+             " configured link rate, in bytes/s), upstream:auto, patched:qemu-auto,"
+             " patched:auto+ramp (with KubeVirt's downtime ramp, as --downtime-ramp on);"
+             " repeatable (default: stock; patched 7.2 with none, link, auto and"
+             " qemu-auto; upstream 10.0 with none, link and auto; upstream-patched"
+             " 10.2.2 with link and qemu-auto)")
     compare.add_argument("--out", type=Path, default=Path("miglab-results"),
                          help="directory for the JSON of every run, logs and table.md")
     sub.add_parser("cleanup", help="remove what miglab runs that died left behind (their"
@@ -207,7 +211,8 @@ def _scenario(args: argparse.Namespace, **extra: str) -> scenario.Scenario:
 
 
 DEFAULT_VARIANTS = ["stock:none", "patched:none", "patched:link", "patched:auto",
-                    "upstream:none", "upstream:link", "upstream:auto"]
+                    "patched:qemu-auto", "upstream:none", "upstream:link", "upstream:auto",
+                    "upstream-patched:link", "upstream-patched:qemu-auto"]
 
 
 def _variants(args: argparse.Namespace) -> list[scenario.Scenario]:

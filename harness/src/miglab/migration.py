@@ -42,6 +42,8 @@ class MigrationSettings:
     max_bandwidth_bytes_per_s: int | None = None  # None leaves QEMU's default
     # None never mentions the parameter (so stock QEMU works)
     avail_switchover_bandwidth_bytes_per_s: int | None = None
+    # QEMU's own switchover bandwidth from TCP (our patches); False never mentions it
+    tcp_switchover_bandwidth: bool = False
     capabilities: dict[str, bool] = field(default_factory=dict)
     multifd_channels: int = 0  # 0: multifd off
 
@@ -54,12 +56,14 @@ class MigrationSettings:
             params["multifd-channels"] = self.multifd_channels
         return caps, params
 
-    def parameters(self) -> dict[str, int]:
-        out = {"downtime-limit": self.downtime_limit_ms}
+    def parameters(self) -> dict[str, int | bool]:
+        out: dict[str, int | bool] = {"downtime-limit": self.downtime_limit_ms}
         if self.max_bandwidth_bytes_per_s is not None:
             out["max-bandwidth"] = self.max_bandwidth_bytes_per_s
         if self.avail_switchover_bandwidth_bytes_per_s is not None:
             out["avail-switchover-bandwidth"] = self.avail_switchover_bandwidth_bytes_per_s
+        if self.tcp_switchover_bandwidth:
+            out["tcp-switchover-bandwidth"] = True
         return out
 
 

@@ -57,6 +57,12 @@ def plot_run(result: Result, path: Path, title: str = "") -> Path:
         declared = [_declared_at(result, x) / 1e6 for x in t]
         bandwidth.step(t, declared, where="post", label="automatic switchover",
                        color="tab:purple")
+    elif result.switchover_bandwidth_source:  # qemu-auto: what QEMU said it used
+        said = [s for s in samples if s.switchover_bandwidth_bps is not None]
+        bandwidth.step([s.t_s for s in said], [(s.switchover_bandwidth_bps or 0) / 1e6
+                                                for s in said],
+                       where="post", label="QEMU's switchover (tcp-switchover-bandwidth)",
+                       color="tab:purple")
     elif result.switchover_bandwidth_bps:
         bandwidth.axhline(result.switchover_bandwidth_bps / 1e6, label="declared switchover",
                           color="tab:purple", linestyle=":")

@@ -34,7 +34,8 @@ BANNER = b"QEMU emulator version"  # every QEMU's --version text
 X86_64 = b"x86_64-cpu"  # the CPU type only a qemu-system-x86_64 registers (i386's is i386-cpu)
 Q35 = b"q35-pcihost"  # the q35 machine's host bridge: the lab's guests are q35 (vm.py)
 PARAMETER = PARAM.encode()  # the QAPI name, in the introspection data of QEMUs that have it
-_MARKERS = (BANNER, X86_64, Q35, PARAMETER)
+TCP_PARAMETER = b"tcp-switchover-bandwidth"  # likewise: only our patched builds have it
+_MARKERS = (BANNER, X86_64, Q35, PARAMETER, TCP_PARAMETER)
 _CHUNK = 1 << 20
 
 
@@ -48,6 +49,7 @@ class QemuBinary:
     path: Path
     version: str  # as --version prints it, e.g. 7.2.22
     has_switchover_bandwidth: bool  # knows avail-switchover-bandwidth
+    has_tcp_switchover_bandwidth: bool = False  # knows tcp-switchover-bandwidth (qemu-auto)
 
     def describe(self) -> str:
         """E.g. stock (Debian 12's QEMU 7.2: 7.2.22), /usr/bin/qemu-system-x86_64 (QEMU 7.2.0)."""
@@ -77,9 +79,10 @@ def _markers(identity: tuple[str, int, int, int, int]) -> frozenset[bytes]:
     return frozenset(found)
 
 
-def has_switchover_parameter(path: Path) -> bool:
-    """Whether the QEMU at @path has avail-switchover-bandwidth, without starting it."""
-    return PARAMETER in _markers(_identity(path))
+def has_parameter(path: Path, marker: bytes = PARAMETER) -> bool:
+    """Whether the QEMU at @path has a parameter (@marker: avail-switchover-bandwidth
+    unless said), without starting it."""
+    return marker in _markers(_identity(path))
 
 
 @functools.lru_cache(maxsize=32)
@@ -138,16 +141,16 @@ def check_qemu(choice: str, where: str) -> QemuBinary:
     if Q35 not in markers:  # Debian's qemu-system-x86_64-microvm, say
         raise PreflightError(f"{where}: {path} is QEMU {version} for x86_64 but without the"
                              f" q35 machine the lab's guests run on; {accepted} with q35")
-    return QemuBinary(choice, path, version, PARAMETER in markers)
+    return QemuBinary(choice, path, version, PARAMETER in markers, TCP_PARAMETER in markers)
 
 
-def _builds_with_parameter() -> list[str]:
-    """The builds here whose binary has the parameter, for an error message."""
+def _builds_with(marker: bytes) -> list[str]:
+    """The builds here whose binary has a parameter (@marker), for an error message."""
     out = []
     for name in artifacts.BUILDS:
         path = artifacts.build_binary(name)
         try:
-            if path.is_file() and has_switchover_parameter(path):
+            if path.is_file() and has_parameter(path, marker):
                 out.append(name)
         except OSError:
             continue
@@ -160,11 +163,17 @@ def _check_qemus(s: Scenario, where: str) -> None:
         check_qemu(s.dst_qemu, f"--dst-qemu {s.dst_qemu!r}")
     # The parameter is set on the source only (migration.configure), whenever
     # it is given: auto starts it at 0, and QEMUs without it refuse even 0.
+    if s.switchover_qemu_auto and not src.has_tcp_switchover_bandwidth:
+        builds = _builds_with(TCP_PARAMETER)
+        having = (f"builds here that have it: {', '.join(builds)}" if builds else
+                  "miglab's patched builds have it (scripts/build-qemu)")
+        raise PreflightError(f"--switchover-bandwidth qemu-auto with {where}: {src.describe()}"
+                             f" has no {TCP_PARAMETER.decode()} parameter; {having}")
     declared = s.switchover_bandwidth_bytes_per_s
     if (declared is None and not s.switchover_auto) or src.has_switchover_bandwidth:
         return
     value = "auto" if s.switchover_auto else f"{declared} (bytes/s)"
-    builds = _builds_with_parameter()
+    builds = _builds_with(PARAMETER)
     having = (f"builds here that have it: {', '.join(builds)}" if builds else
               "QEMU 8.2 and later, and miglab's patched 7.2, have it")
     raise PreflightError(f"--switchover-bandwidth {value} with {where}: {src.describe()}"

@@ -57,7 +57,11 @@ def _last_expected_downtime(r: Result) -> int | None:
 
 
 def _declared(r: Result) -> str:
-    return human_bits(r.switchover_bandwidth_bps) if r.switchover_bandwidth_bps else "none"
+    """The switchover bandwidth; qemu-auto's with QEMU's word for where it came from."""
+    if not r.switchover_bandwidth_bps:
+        return "none"
+    said = f" (QEMU: {r.switchover_bandwidth_source})" if r.switchover_bandwidth_source else ""
+    return human_bits(r.switchover_bandwidth_bps) + said
 
 
 def summary(r: Result) -> str:

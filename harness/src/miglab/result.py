@@ -19,6 +19,10 @@ class Sample:
     dirty_pages_rate: int = 0  # pages/s
     expected_downtime_ms: int = 0
     dirty_sync_count: int = 0
+    # what QEMU's last switchover decision assumed, and where it came from
+    # (declared, tcp or estimate); only QEMUs with tcp-switchover-bandwidth on say
+    switchover_bandwidth_bps: float | None = None
+    switchover_bandwidth_source: str | None = None
 
     @classmethod
     def from_query(cls, t_s: float, info: dict[str, Any]) -> Sample:
@@ -32,6 +36,9 @@ class Sample:
             dirty_pages_rate=ram.get("dirty-pages-rate", 0),
             expected_downtime_ms=info.get("expected-downtime", 0),
             dirty_sync_count=ram.get("dirty-sync-count", 0),
+            switchover_bandwidth_bps=info["switchover-bandwidth"] * 8
+            if "switchover-bandwidth" in info else None,
+            switchover_bandwidth_source=info.get("switchover-bandwidth-source"),
         )
 
 
@@ -47,8 +54,11 @@ class Result:
     total_time_ms: int | None
     link_rate_bps: float | None  # measured on the link before migrating (bits/s)
     estimated_bandwidth_bps: float | None  # QEMU's last estimate (bits/s)
-    switchover_bandwidth_bps: float  # declared (bits/s); 0 when none
+    switchover_bandwidth_bps: float  # declared, or QEMU's own (qemu-auto) (bits/s); 0 when none
     avail_switchover_bandwidth_bytes_per_s: int | None = None  # the parameter as set
+    # qemu-auto: where QEMU's last decision took its bandwidth from (declared,
+    # tcp or estimate, as query-migrate says); None in the other modes
+    switchover_bandwidth_source: str | None = None
     destination_alive: bool | None = None
     source_alive: bool | None = None
     error: str | None = None

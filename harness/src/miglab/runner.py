@@ -124,11 +124,25 @@ def _check_link(link: Link, progress: Progress) -> LinkCheck:
     return check
 
 
+def _switchover_how(s: Scenario, source: str | None) -> str:
+    """How the switchover bandwidth was set, for the verdict's reasons."""
+    if s.switchover_qemu_auto:
+        return f"QEMU's own (tcp-switchover-bandwidth; its source: {source or 'not reported'})"
+    return "automatic (kernel TCP samples)" if s.switchover_auto else "declared"
+
+
+def qemu_switchover(samples: list[Sample]) -> tuple[float, str | None]:
+    """What QEMU said its last switchover decision assumed (bits/s) and where it
+    came from, from the last sample that says it (0, None: none did)."""
+    said = next((x for x in reversed(samples) if x.switchover_bandwidth_source), None)
+    return (said.switchover_bandwidth_bps or 0.0, said.switchover_bandwidth_source) \
+        if said else (0.0, None)
+
+
 def _verdict_reasons(s: Scenario, outcome: Outcome, check: LinkCheck,
-                     estimate_bps: float | None, declared_bytes_per_s: int | None,
+                     estimate_bps: float | None, switchover_bps: float, how: str,
                      guests: GuestVerdict, ramped: RampDriver | None) -> list[str]:
-    reasons = verdict.bandwidth_reasons(check.measured_bps, estimate_bps,
-                                        (declared_bytes_per_s or 0) * 8, s.switchover_auto)
+    reasons = verdict.bandwidth_reasons(check.measured_bps, estimate_bps, switchover_bps, how)
     last = outcome.samples[-1] if outcome.samples else None
     final_ms = ramped.limit_ms if ramped else s.downtime_limit_ms
     if outcome.status == Status.NOT_CONVERGED and last:
@@ -265,6 +279,8 @@ def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
     progress = progress or Progress.silent()
     s = env.scenario
     declared = tuner.declared_bytes_per_s if tuner else s.switchover_bandwidth_bytes_per_s
+    switchover_bps, source = qemu_switchover(outcome.samples) \
+        if s.switchover_qemu_auto else ((declared or 0) * 8, None)
     progress.stage(f"migration {outcome.status}; checking the guests")
     guests = _check_guests(s, outcome, env.src, env.dst)
     estimate = next((x.mbps * 1e6 for x in reversed(outcome.samples)
@@ -275,8 +291,9 @@ def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
         observed_blackout_ms=None if guests.blackout_ms is None else round(guests.blackout_ms, 1),
         downtime_limit_ms=s.downtime_limit_ms, total_time_ms=outcome.total_time_ms,
         link_rate_bps=round(env.check.measured_bps), estimated_bandwidth_bps=estimate,
-        switchover_bandwidth_bps=(declared or 0) * 8,
+        switchover_bandwidth_bps=switchover_bps,
         avail_switchover_bandwidth_bytes_per_s=declared,
+        switchover_bandwidth_source=source,
         autotune=[asdict(c) for c in tuner.changes] if tuner else [],
         destination_alive=guests.destination_alive, source_alive=guests.source_alive,
         error=outcome.error, qemu=_qemu_label(env), accel=env.accel, scenario=s.to_dict(),
@@ -287,7 +304,8 @@ def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
         if guests.report else [],
         cross_traffic=cross or {},
         downtime_ramp=_ramp_record(ramped, outcome) if ramped else {},
-        reasons=_verdict_reasons(s, outcome, env.check, estimate, declared, guests, ramped)
+        reasons=_verdict_reasons(s, outcome, env.check, estimate, switchover_bps,
+                                 _switchover_how(s, source), guests, ramped)
         + ([f"the automatic mode summed {tuner.connections} migration connection(s)"]
            if tuner else [])
         + (verdict.cross_traffic_reasons(cross) if cross else []),

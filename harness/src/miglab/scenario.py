@@ -72,6 +72,8 @@ class Scenario:
     downtime_limit_ms: int = 300
     switchover_bandwidth_bytes_per_s: int | None = None  # None: parameter not set
     switchover_auto: bool = False  # set from the kernel's TCP samples (autotune.py)
+    # QEMU takes it from its own channels' TCP samples (tcp-switchover-bandwidth)
+    switchover_qemu_auto: bool = False
     multifd_channels: int = 0  # 0: one migration connection, no multifd
     cross_traffic_flows: int = 0  # bulk TCP flows sharing the link during the migration
     # KubeVirt's downtime ramp (ramp.py): it starts the migration at its own
@@ -97,6 +99,7 @@ class Scenario:
         return MigrationSettings(downtime_limit_ms=limit_ms,
                                  max_bandwidth_bytes_per_s=self.max_bandwidth_bytes_per_s,
                                  avail_switchover_bandwidth_bytes_per_s=declared,
+                                 tcp_switchover_bandwidth=self.switchover_qemu_auto,
                                  multifd_channels=self.multifd_channels)
 
     def to_dict(self) -> dict[str, Any]:
@@ -255,7 +258,7 @@ FIELDS: dict[str, tuple[str, Any]] = {
     "max-bandwidth": ("max_bandwidth_bytes_per_s", _bandwidth("'none'")),
     "downtime-limit": ("downtime_limit_ms", _downtime_ms),
     "switchover-bandwidth": ("switchover_bandwidth_bytes_per_s",
-                             _bandwidth("'none', 'auto'")),
+                             _bandwidth("'none', 'auto', 'qemu-auto'")),
     "multifd-channels": ("multifd_channels", _count(0, MAX_MULTIFD_CHANNELS, "4")),
     "cross-traffic": ("cross_traffic_flows", _count(0, MAX_CROSS_TRAFFIC_FLOWS, "3")),
     "downtime-ramp": ("downtime_ramp", _downtime_ramp),
@@ -280,8 +283,10 @@ def parse(values: dict[str, Any], base: Scenario | None = None) -> Scenario:
             raise ScenarioError(f"--{key} {shown}: expected one value, not a"
                                 f" {'mapping' if isinstance(text, dict) else 'list'}")
         if key == "switchover-bandwidth":
-            fields["switchover_auto"] = str(text).strip().lower() == "auto"
-            if fields["switchover_auto"]:
+            mode = str(text).strip().lower()
+            fields["switchover_auto"] = mode == "auto"
+            fields["switchover_qemu_auto"] = mode == "qemu-auto"
+            if mode in ("auto", "qemu-auto"):
                 fields["switchover_bandwidth_bytes_per_s"] = None
                 continue
         try:

@@ -96,15 +96,15 @@ def ramp_reasons(downtime_ms: int, in_force_ms: int, user_ms: int, raises: int) 
 
 
 def bandwidth_reasons(link_bps: float, estimate_bps: float | None,
-                      declared_bps: float | None, automatic: bool) -> list[str]:
-    """Why QEMU decided as it did: its estimate and the declared value against the link."""
+                      declared_bps: float | None, how: str = "declared") -> list[str]:
+    """Why QEMU decided as it did: its estimate and the switchover bandwidth
+    (@how it was set, for people) against the link."""
     out = []
     if estimate_bps:
         out.append(f"QEMU's bandwidth estimate {human_bits(estimate_bps)} is"
                    f" {estimate_bps / link_bps:.0%} of the measured link"
                    f" {human_bits(link_bps)}")
     if declared_bps:
-        how = "automatic (kernel TCP samples)" if automatic else "declared"
         out.append(f"{how} switchover bandwidth {human_bits(declared_bps)} is"
                    f" {declared_bps / link_bps:.0%} of the measured link")
         if overdeclared(declared_bps, link_bps):
