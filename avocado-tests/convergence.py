@@ -23,6 +23,7 @@ import re
 from labtest import LabTest
 
 from miglab import units
+from miglab.result import Result
 from miglab.verdict import Integrity, Status, within_limit
 
 HOT_SET_BYTES = 12 * 1024 * 1024
@@ -59,42 +60,26 @@ class CappedPrecopy(LabTest):
         if s.switchover_auto:
             link_bps = result.link_rate_bps
             # What auto declares (TCP delivery rate x 0.92; multifd: the
-            # channels' lower terciles) must never be more than 5% above the
-            # measured link, and at least what makes a threshold 10% above
-            # the hot set: the physics of convergence. Typically 92-102% of
-            # the link on one connection and 69-90% on multifd; once 80%,
-            # late (tests/unit/data/README.md).
-            needed = 1.1 * HOT_SET_BYTES / (link_bps / 8 * limit_ms / 1000)
+            # channels' lower terciles): typically 92-102% of the link on one
+            # connection and 69-90% on multifd; once 80%, late
+            # (tests/unit/data/README.md).
             self.assertTrue(result.autotune, "autotune never declared a bandwidth")
             # every multifd channel counts (the main connection too, with little on it)
             summed = re.search(r"summed (\d+) migration connection", " ".join(result.reasons))
             self.assertTrue(summed, result.reasons)
             self.assertGreaterEqual(int(summed.group(1)), max(1, s.multifd_channels))
             for change in result.autotune:
-                share = change["bytes_per_s"] * 8 / link_bps
-                self.log.info("auto declared %.0f%% of the link (at least %.0f%% needed)",
-                              share * 100, needed * 100)
-                self.assertGreaterEqual(share, needed)
-                self.assertLessEqual(share, 1.05)
-            self.assertEqual(result.status, Status.COMPLETED, result.reasons)
-            self.assertTrue(within_limit(result.downtime_ms, limit_ms), result.reasons)
-            self.assertEqual(result.integrity, Integrity.OK, result.reasons)
-            self.assertEqual(result.destination_alive, True)
+                self.assert_measured_bandwidth("auto declared", change["bytes_per_s"] * 8,
+                                               link_bps, limit_ms)
+            self.assert_converged(result, limit_ms)
         elif s.switchover_qemu_auto:
             # QEMU's own TCP mode runs the same filter as auto inside QEMU:
             # the same physics bound, and what it used at switchover came
             # from TCP (not its estimate, which could never converge here).
-            needed = 1.1 * HOT_SET_BYTES / (result.link_rate_bps / 8 * limit_ms / 1000)
-            self.assertEqual(result.status, Status.COMPLETED, result.reasons)
             self.assertEqual(result.switchover_bandwidth_source, "tcp", result.reasons)
-            share = result.switchover_bandwidth_bps / result.link_rate_bps
-            self.log.info("QEMU used %.0f%% of the link at switchover (at least %.0f%% needed)",
-                          share * 100, needed * 100)
-            self.assertGreaterEqual(share, needed)
-            self.assertLessEqual(share, 1.05)
-            self.assertTrue(within_limit(result.downtime_ms, limit_ms), result.reasons)
-            self.assertEqual(result.integrity, Integrity.OK, result.reasons)
-            self.assertEqual(result.destination_alive, True)
+            self.assert_measured_bandwidth("QEMU used", result.switchover_bandwidth_bps,
+                                           result.link_rate_bps, limit_ms)
+            self.assert_converged(result, limit_ms)
         elif s.switchover_bandwidth_bytes_per_s is None:
             # The matrix's own premise: QEMU's prediction is above the limit.
             self.assertGreater(estimated_ms, 2 * limit_ms)
@@ -106,10 +91,25 @@ class CappedPrecopy(LabTest):
         else:
             threshold_bytes = s.switchover_bandwidth_bytes_per_s * limit_ms / 1000
             self.assertGreater(threshold_bytes, 1.4 * HOT_SET_BYTES)  # premise
-            self.assertEqual(result.status, Status.COMPLETED, result.reasons)
-            self.assertTrue(within_limit(result.downtime_ms, limit_ms), result.reasons)
-            self.assertEqual(result.integrity, Integrity.OK, result.reasons)
-            self.assertEqual(result.destination_alive, True)
+            self.assert_converged(result, limit_ms)
+
+    def assert_measured_bandwidth(self, what: str, bandwidth_bps: float, link_bps: float,
+                                  limit_ms: int) -> None:
+        """A measured switchover bandwidth (auto's or QEMU's own) is never more
+        than 5% above the measured link, and at least what makes a threshold
+        10% above the hot set: the physics of convergence."""
+        needed = 1.1 * HOT_SET_BYTES / (link_bps / 8 * limit_ms / 1000)
+        share = bandwidth_bps / link_bps
+        self.log.info("%s %.0f%% of the link (at least %.0f%% needed)",
+                      what, share * 100, needed * 100)
+        self.assertGreaterEqual(share, needed)
+        self.assertLessEqual(share, 1.05)
+
+    def assert_converged(self, result: Result, limit_ms: int) -> None:
+        self.assertEqual(result.status, Status.COMPLETED, result.reasons)
+        self.assertTrue(within_limit(result.downtime_ms, limit_ms), result.reasons)
+        self.assertEqual(result.integrity, Integrity.OK, result.reasons)
+        self.assertEqual(result.destination_alive, True)
 
 
 SHARED_HOT_SET_BYTES = 32 * 1024 * 1024

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from miglab import autotune, cli
-from miglab.autotune import MARGIN, PARAM, Autotuner, RateFilter, TcpSample, follow, parse_ss
+from miglab.autotune import MARGIN, Autotuner, RateFilter, TcpSample, follow, parse_ss
+from miglab.migration import PARAM
 
 DATA = Path(__file__).parent / "data"
 SERIES = {"tcpinfo-capped-1gbit.csv": 955e6, "tcpinfo-capped-500mbit.csv": 0.96 * 500e6,
@@ -34,7 +35,8 @@ SHARED = {"tcpinfo-miglab-shared1-auto-1gbit.csv": (956.9e6, 1),
 # Recorded with 2 multifd channels (every connection, by name), and the goodput.
 MULTIFD = {"tcpinfo-miglab-multifd2-1gbit.csv": 956.9e6,
            "tcpinfo-miglab-multifd2-1gbit-b.csv": 957.0e6,
-           "tcpinfo-miglab-multifd2-1gbit-c.csv": 954.7e6}
+           "tcpinfo-miglab-multifd2-1gbit-c.csv": 954.7e6,
+           "tcpinfo-miglab-multifd2-quiet-main.csv": 950.5e6}
 
 SS_OUTPUT = """\
 Recv-Q Send-Q Local Address:Port  Peer Address:PortProcess
@@ -97,6 +99,13 @@ def test_nothing_is_declared_before_the_window_has_enough_samples() -> None:
         assert tuner.decide(s.t_s) is None
 
 
+def busy(i: int, rate_bps: float) -> TcpSample:
+    """Reading i (every 100 ms) of a connection that keeps the pipe full: a
+    new sample each time, so never exactly the one before (that is a
+    sample read again)."""
+    return TcpSample(i * 0.1, rate_bps + i % 2, False)
+
+
 def replay(name: str, by_connection: bool = False) -> tuple[Autotuner, list[float]]:
     """A tuner fed a recorded series reading by reading, and what it declared
     (bits/s). By connection: each reading holds every connection's sample
@@ -138,7 +147,7 @@ def test_the_weakest_recorded_single_connection_is_late_and_low_but_enough() -> 
 def test_connections_share_the_link_so_their_rates_add_up() -> None:
     tuner = Autotuner()
     for i in range(20):
-        tuner.add({"a": TcpSample(i * 0.1, 300e6, False), "b": TcpSample(i * 0.1, 200e6, False)})
+        tuner.add({"a": busy(i, 300e6), "b": busy(i, 200e6)})
     assert tuner.measured_bps() == pytest.approx(500e6)
 
 
@@ -175,21 +184,58 @@ def test_channels_trading_shares_add_up_to_the_link() -> None:
     assert 0.8 * 900e6 <= tuner.measured_bps() <= 900e6
 
 
-def test_nothing_is_declared_while_a_busy_channel_has_too_few_samples() -> None:
+def test_a_channel_with_too_few_samples_yet_is_left_out() -> None:
     tuner = Autotuner()
     for i in range(12):
-        samples = {"a": TcpSample(i * 0.1, 450e6, False)}
-        if i >= 4:  # b started later: 8 samples, busy but not yet measured
-            samples["b"] = TcpSample(i * 0.1, 450e6, False)
+        samples = {"a": busy(i, 450e6)}
+        if i >= 4:  # b started later: 8 samples, not yet measured
+            samples["b"] = busy(i, 450e6)
         tuner.add(samples)
-    assert tuner.measured_bps() is None
+    assert tuner.measured_bps() == pytest.approx(450e6)  # less than the link, never more
+    for i in range(12, 14):
+        tuner.add({"a": busy(i, 450e6), "b": busy(i, 450e6)})
+    assert tuner.measured_bps() == pytest.approx(900e6)
+
+
+def test_dropped_readings_still_age_the_window() -> None:
+    f = RateFilter()
+    for i in range(7):
+        f.add(busy(i, 100e6))
+    for i in range(7, 107):
+        f.add(TcpSample(i * 0.1, 3e9, True))
+    assert f.samples == 0
+
+
+def test_a_sample_read_again_is_not_a_new_one() -> None:
+    # An idle connection's TCP_INFO repeats its last sample until an ACK
+    # comes: multifd's main one repeated a 969 Mbit/s burst 33 times.
+    tuner = Autotuner()
+    for i in range(40):
+        tuner.add({"main": TcpSample(i * 0.1, 969e6, False),
+                   "a": busy(i, 450e6), "b": busy(i, 450e6)})
+    assert tuner.measured_bps() == pytest.approx(900e6)
+
+
+def test_a_quiet_main_connection_does_not_hold_the_estimate_back() -> None:
+    # Recorded on a busy host: multifd's main connection kept 7 samples from
+    # 8 s on; waiting for it to have enough left nothing declared from then.
+    name = "tcpinfo-miglab-multifd2-quiet-main.csv"
+    with open(DATA / name) as f:
+        rows = list(csv.DictReader(f))
+    tuner, measured = Autotuner(), []
+    for t_s, group in itertools.groupby(rows, key=lambda r: r["t_s"]):
+        tuner.add({r["connection"]: TcpSample(float(t_s), float(r["delivery_rate_bps"]),
+                                              r["app_limited"] == "1") for r in group})
+        measured.append(tuner.measured_bps())
+    first = next(i for i, m in enumerate(measured) if m is not None)
+    assert None not in measured[first:]
 
 
 def test_a_connection_that_carries_little_does_not_hold_the_sum_back() -> None:
     # multifd's main connection: a few samples, never enough to agree on
     tuner = Autotuner()
     for i in range(20):
-        samples = {"a": TcpSample(i * 0.1, 450e6, False), "b": TcpSample(i * 0.1, 450e6, False)}
+        samples = {"a": busy(i, 450e6), "b": busy(i, 450e6)}
         if i % 5 == 0:
             samples["main"] = TcpSample(i * 0.1, 10e6 * (i + 1), False)
         tuner.add(samples)
@@ -209,8 +255,10 @@ def test_follow_tunes_only_while_active_and_returns_the_final_status() -> None:
         return {"status": status, "total-time": 1} if status == "completed" else {
             "status": status}
 
+    readings = itertools.count()
+
     def read(t: float) -> dict[str, TcpSample]:
-        return {"c": TcpSample(t, 900e6, False)}
+        return {"c": TcpSample(t, 900e6 + next(readings) % 2, False)}
 
     log: list[str] = []
     status = follow(command, read, Autotuner(), log.append, interval_s=0.02, wait_s=5,

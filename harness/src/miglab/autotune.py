@@ -24,6 +24,9 @@ drains, down to a few Mbit/s after a pause (../shared/data). So:
   scattered and ramp-ups are slower. The estimate is the fastest rate that
   at least 8 samples of the last 8 s agree on within +-3% (the median of
   those); the link's rate does not change faster than that here;
+- a reading equal to the one before is the same sample read again (no
+  ACK came in between), not a new one: an idle connection repeats its
+  last sample, once a burst at the link's rate 33 times;
 - nothing is declared before the window holds enough samples (10);
 - with several busy connections (multifd) the estimate is the sum of their
   windows' lower terciles instead (Autotuner.measured_bps says why);
@@ -53,6 +56,7 @@ from typing import Any
 
 from . import migration
 from .deadline import DeadlineExceeded
+from .migration import PARAM
 from .result import Sample
 
 WINDOW_S = 8.0
@@ -61,7 +65,6 @@ AGREEMENT = 0.03  # samples within +-3% of one another read the same rate
 MIN_AGREEING = 8
 MARGIN = 0.92
 CHANGE_THRESHOLD = 0.05
-BUSY_SAMPLES = MIN_SAMPLES // 2  # samples in a window that make a connection count
 
 
 @dataclass(frozen=True)
@@ -99,17 +102,28 @@ def parse_ss(text: str, t_s: float) -> dict[str, TcpSample]:
 class RateFilter:
     """The fastest rate enough samples of a sliding window agree on (app-limited dropped)."""
 
-    def __init__(self, window_s: float = WINDOW_S, min_samples: int = MIN_SAMPLES) -> None:
+    def __init__(self, window_s: float = WINDOW_S) -> None:
         self.window_s = window_s
-        self.min_samples = min_samples
         self._samples: deque[TcpSample] = deque()
+        self._last: tuple[float, bool] | None = None
 
     def add(self, sample: TcpSample) -> None:
+        # Every reading ages the window, the dropped ones too: a connection
+        # whose samples are all app-limited from some point on (multifd's
+        # main one) must not keep its last kept ones for ever.
+        while self._samples and sample.t_s - self._samples[0].t_s > self.window_s:
+            self._samples.popleft()
+        # A reading equal to the one before is the same sample read again:
+        # no ACK came in between. An idle connection repeats its last one
+        # (multifd's main one repeated a 969 Mbit/s burst 33 times), which
+        # would count it as busy at that rate.
+        reading = (sample.delivery_rate_bps, sample.app_limited)
+        if reading == self._last:
+            return
+        self._last = reading
         if sample.app_limited or sample.delivery_rate_bps <= 0:
             return
         self._samples.append(sample)
-        while self._samples and sample.t_s - self._samples[0].t_s > self.window_s:
-            self._samples.popleft()
 
     @property
     def samples(self) -> int:
@@ -120,7 +134,7 @@ class RateFilter:
         return statistics.quantiles([s.delivery_rate_bps for s in self._samples], n=3)[0]
 
     def estimate_bps(self) -> float | None:
-        if len(self._samples) < self.min_samples:
+        if len(self._samples) < MIN_SAMPLES:
             return None
         rates = [s.delivery_rate_bps for s in self._samples]
         for r in sorted(rates, reverse=True):  # ~30 samples: quadratic is fine
@@ -184,16 +198,24 @@ class Autotuner:
         summed to up to 118% of the link). The lower third of a channel's
         samples are the ones taken while every channel sent, each at its
         share: summed, 76-97% of the link on the three recorded series (so
-        69-90% declared: under the link always, by up to a third). A
-        connection with fewer than BUSY_SAMPLES samples in its window
-        carries too little to count (multifd's main connection)."""
+        69-90% declared: under the link always, by up to a third).
+
+        A connection with fewer than MIN_SAMPLES samples in its window is
+        left out: it carries too little to count (multifd's main
+        connection), or has only just started, when leaving it out reads
+        less than the link, never more. (Holding the estimate back until it
+        had enough, as this did before, held it for good when multifd's
+        main connection kept 5-9 samples: tcpinfo-miglab-multifd2-quiet-main.csv.)"""
         with self._lock:
-            busy = [f for f in self._filters.values() if f.samples >= BUSY_SAMPLES]
+            busy = self._busy()
             if len(busy) == 1:
                 return busy[0].estimate_bps()
-            if not busy or any(f.samples < f.min_samples for f in busy):
+            if not busy:
                 return None
             return sum(f.lower_tercile_bps() for f in busy)
+
+    def _busy(self) -> list[RateFilter]:
+        return [f for f in self._filters.values() if f.samples >= MIN_SAMPLES]
 
     def decide(self, t_s: float) -> int | None:
         """A new value to set (bytes/s), or None to leave the parameter as it is."""
@@ -205,7 +227,7 @@ class Autotuner:
                 self.change_threshold * self.declared_bytes_per_s:
             return None
         with self._lock:
-            busy = sum(f.samples >= BUSY_SAMPLES for f in self._filters.values())
+            busy = len(self._busy())
         how = (f"the fastest that {MIN_AGREEING} samples of the last {WINDOW_S:.0f} s agree on"
                if busy == 1 else
                f"the lower terciles of {busy} busy connections' last {WINDOW_S:.0f} s, summed")
@@ -266,9 +288,6 @@ def _only_pid(text: str, pid: int) -> str:
         if keep:
             lines.append(line)
     return "\n".join(lines)
-
-
-PARAM = "avail-switchover-bandwidth"
 
 
 def find_qmp_owner(socket_path: str, netns: str | None = None) -> int | None:

@@ -22,6 +22,7 @@ from types import FrameType
 from . import artifacts, autotune, ownership, preflight, report, runner, scenario, verdict
 from .artifacts import MissingArtifact
 from .link import LinkError
+from .migration import PARAM
 from .monitor import Monitor, QMPError
 from .plot import plot_comparison, plot_run
 from .result import Result
@@ -157,9 +158,9 @@ def cmd_autotune(args: argparse.Namespace) -> int:
         print(f"miglab autotune: {text}", flush=True)
 
     with qmp:
-        original = qmp.cmd("query-migrate-parameters").get(autotune.PARAM)
+        original = qmp.cmd("query-migrate-parameters").get(PARAM)
         if original is None:
-            raise UsageError(f"this QEMU has no {autotune.PARAM} (it needs upstream 8.2+"
+            raise UsageError(f"this QEMU has no {PARAM} (it needs upstream 8.2+"
                              " or our patched 7.2)")
         tuner = autotune.Autotuner()
         if args.port is not None:
@@ -173,7 +174,7 @@ def cmd_autotune(args: argparse.Namespace) -> int:
         try:
             if conns:  # what exists now predates the migration; refused if one runs
                 conns.query(qmp.cmd)
-            log(f"attached to pid {pid}; {autotune.PARAM} was {original}; tuning from {how}")
+            log(f"attached to pid {pid}; {PARAM} was {original}; tuning from {how}")
             status = autotune.follow(qmp.cmd, read, tuner, log, wait_s=args.wait,
                                      query=functools.partial(conns.query, qmp.cmd)
                                      if conns else None)
@@ -189,11 +190,11 @@ def cmd_autotune(args: argparse.Namespace) -> int:
 
 def _restore(qmp: Monitor, original: int, log: Callable[[str], None]) -> bool:
     try:
-        qmp.cmd("migrate-set-parameters", **{autotune.PARAM: original})
+        qmp.cmd("migrate-set-parameters", **{PARAM: original})
     except Exception as err:  # any failure must be seen: the user's value is lost
-        log(f"error: could not restore {autotune.PARAM} to {original}: {err}")
+        log(f"error: could not restore {PARAM} to {original}: {err}")
         return False
-    log(f"{autotune.PARAM} restored to {original}")
+    log(f"{PARAM} restored to {original}")
     return True
 
 

@@ -27,6 +27,10 @@ FINAL_STATES = {"completed", "failed", "cancelled"}
 # Before "migrate" and after "migrate_cancel" has been answered.
 ACTIVE_STATES = {"setup", "active", "pre-switchover", "device", "postcopy-active",
                  "wait-unplug", "cancelling"}
+# The migration parameters of the patches: the declared switchover
+# bandwidth (0002) and QEMU's own automatic mode (0003, patched builds only).
+PARAM = "avail-switchover-bandwidth"
+TCP_PARAM = "tcp-switchover-bandwidth"
 SAMPLE_INTERVAL_S = 0.2
 # QEMU's migration thread says "completed" a moment before it computes
 # total-time and downtime (7.2: migration_iteration_finish, under the
@@ -61,9 +65,9 @@ class MigrationSettings:
         if self.max_bandwidth_bytes_per_s is not None:
             out["max-bandwidth"] = self.max_bandwidth_bytes_per_s
         if self.avail_switchover_bandwidth_bytes_per_s is not None:
-            out["avail-switchover-bandwidth"] = self.avail_switchover_bandwidth_bytes_per_s
+            out[PARAM] = self.avail_switchover_bandwidth_bytes_per_s
         if self.tcp_switchover_bandwidth:
-            out["tcp-switchover-bandwidth"] = True
+            out[TCP_PARAM] = True
         return out
 
 

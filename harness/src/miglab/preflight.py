@@ -22,8 +22,8 @@ from pathlib import Path
 
 from . import artifacts, units
 from .artifacts import MissingArtifact
-from .autotune import PARAM
 from .link import netem_available
+from .migration import PARAM, TCP_PARAM
 from .scenario import Scenario, ScenarioError
 
 VERSION_TIMEOUT_S = 5.0
@@ -34,7 +34,7 @@ BANNER = b"QEMU emulator version"  # every QEMU's --version text
 X86_64 = b"x86_64-cpu"  # the CPU type only a qemu-system-x86_64 registers (i386's is i386-cpu)
 Q35 = b"q35-pcihost"  # the q35 machine's host bridge: the lab's guests are q35 (vm.py)
 PARAMETER = PARAM.encode()  # the QAPI name, in the introspection data of QEMUs that have it
-TCP_PARAMETER = b"tcp-switchover-bandwidth"  # likewise: only our patched builds have it
+TCP_PARAMETER = TCP_PARAM.encode()  # likewise: only our patched builds have it
 _MARKERS = (BANNER, X86_64, Q35, PARAMETER, TCP_PARAMETER)
 _CHUNK = 1 << 20
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import artifacts, migration, preflight, verdict
-from .autotune import PARAM, Autotuner, Sampler, read_ss
+from .autotune import Autotuner, Sampler, read_ss
 from .guest import (
     HEARTBEAT,
     READY,
@@ -29,7 +29,7 @@ from .guest import (
     wait_for_checked_pass,
 )
 from .link import DST_ADDR, Link, LinkCheck
-from .migration import Outcome
+from .migration import PARAM, Outcome
 from .ramp import RampDriver
 from .result import Result, Sample
 from .scenario import Scenario
@@ -381,8 +381,9 @@ def run(s: Scenario, logs: Path, progress: Progress | None = None,
         tuner = Autotuner() if s.switchover_auto else None
         ramped = RampDriver(s.downtime_ramp) if s.downtime_ramp else None
         # With competing flows the migration's samples are watched in any
-        # mode: they say what share of the link it got.
-        watched = tuner or (Autotuner() if flows else None)
+        # mode: they say what share of the link it got. In QEMU's own
+        # automatic mode they are the input it decided from.
+        watched = tuner or (Autotuner() if flows or s.switchover_qemu_auto else None)
         if flows:
             progress.stage(f"{s.cross_traffic_flows} competing flow(s) on the link")
         progress.stage("migrating")
