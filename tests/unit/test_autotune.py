@@ -36,7 +36,8 @@ SHARED = {"tcpinfo-miglab-shared1-auto-1gbit.csv": (956.9e6, 1),
 MULTIFD = {"tcpinfo-miglab-multifd2-1gbit.csv": 956.9e6,
            "tcpinfo-miglab-multifd2-1gbit-b.csv": 957.0e6,
            "tcpinfo-miglab-multifd2-1gbit-c.csv": 954.7e6,
-           "tcpinfo-miglab-multifd2-quiet-main.csv": 950.5e6}
+           "tcpinfo-miglab-multifd2-quiet-main.csv": 950.5e6,
+           "tcpinfo-miglab-multifd2-stale-main.csv": 953.8e6}
 
 SS_OUTPUT = """\
 Recv-Q Send-Q Local Address:Port  Peer Address:PortProcess
