@@ -107,18 +107,22 @@ def busy(i: int, rate_bps: float) -> TcpSample:
     return TcpSample(i * 0.1, rate_bps + i % 2, False)
 
 
+def readings_by_connection(name: str) -> list[tuple[float, dict[str, TcpSample]]]:
+    """A recorded series of every connection by name (the multifd ones),
+    reading by reading: each holds every connection's sample of that instant."""
+    with open(DATA / name) as f:
+        rows = list(csv.DictReader(f))
+    return [(float(t_s), {r["connection"]: TcpSample(
+        float(t_s), float(r["delivery_rate_bps"]), r["app_limited"] == "1") for r in group})
+        for t_s, group in itertools.groupby(rows, key=lambda r: r["t_s"])]
+
+
 def replay(name: str, by_connection: bool = False) -> tuple[Autotuner, list[float]]:
     """A tuner fed a recorded series reading by reading, and what it declared
-    (bits/s). By connection: each reading holds every connection's sample
-    of that instant (the multifd series); otherwise one connection's."""
-    if by_connection:
-        with open(DATA / name) as f:
-            rows = list(csv.DictReader(f))
-        readings = [(float(t_s), {r["connection"]: TcpSample(
-            float(t_s), float(r["delivery_rate_bps"]), r["app_limited"] == "1") for r in group})
-            for t_s, group in itertools.groupby(rows, key=lambda r: r["t_s"])]
-    else:
-        readings = [(s.t_s, {"c": s}) for s in load(name)]
+    (bits/s). By connection: see readings_by_connection; otherwise one
+    connection's samples."""
+    readings = (readings_by_connection(name) if by_connection
+                else [(s.t_s, {"c": s}) for s in load(name)])
     tuner = Autotuner()
     declared = []
     for t_s, samples in readings:
@@ -220,13 +224,9 @@ def test_a_sample_read_again_is_not_a_new_one() -> None:
 def test_a_quiet_main_connection_does_not_hold_the_estimate_back() -> None:
     # Recorded on a busy host: multifd's main connection kept 7 samples from
     # 8 s on; waiting for it to have enough left nothing declared from then.
-    name = "tcpinfo-miglab-multifd2-quiet-main.csv"
-    with open(DATA / name) as f:
-        rows = list(csv.DictReader(f))
     tuner, measured = Autotuner(), []
-    for t_s, group in itertools.groupby(rows, key=lambda r: r["t_s"]):
-        tuner.add({r["connection"]: TcpSample(float(t_s), float(r["delivery_rate_bps"]),
-                                              r["app_limited"] == "1") for r in group})
+    for _, samples in readings_by_connection("tcpinfo-miglab-multifd2-quiet-main.csv"):
+        tuner.add(samples)
         measured.append(tuner.measured_bps())
     first = next(i for i, m in enumerate(measured) if m is not None)
     assert None not in measured[first:]
