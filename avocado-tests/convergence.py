@@ -22,8 +22,9 @@ import re
 
 from labtest import LabTest
 
-from miglab import units
+from miglab import runner, units
 from miglab.result import Result
+from miglab.scenario import Scenario
 from miglab.verdict import Integrity, Status, within_limit
 
 HOT_SET_BYTES = 12 * 1024 * 1024
@@ -114,12 +115,14 @@ class CappedPrecopy(LabTest):
 
 SHARED_HOT_SET_BYTES = 32 * 1024 * 1024
 SHARED_DIRTY_BYTES_PER_S = 6 * 1024 * 1024
+ATTEMPTS = 3  # runs an automatic mode gets on a shared link (SharedLink says why)
 
 
 class SharedLink(LabTest):
     """
-    The link shared with N bulk TCP flows (shared-link.yaml: 1 and 3 flows,
-    the link's rate declared and auto; 1 Gbit/s, 300 ms).
+    The link shared with N bulk TCP flows (shared-link.yaml: 3 flows;
+    shared-link-full.yaml: 1 and 3; the link's rate declared, auto and
+    qemu-auto; 1 Gbit/s, 300 ms).
 
     The guest rewrites a 32 MiB hot set at 6 MiB/s, slower than the 8 MB/s
     cap, so the dirty set shrinks from one pass to the next (random
@@ -138,8 +141,23 @@ class SharedLink(LabTest):
       run says what happened.)
     - auto: the migration connection's own delivery-rate samples read its
       share (they are taken under the same competition), so it declares
-      about F x 0.92 or less and switches over only once the dirty set fits
-      its threshold: within the limit, whatever N.
+      F x 0.92 or less and switches over only once the dirty set fits its
+      threshold. Less, in practice: while capped, the connection reads
+      less than F, the share its smaller congestion window gets beside
+      bulk flows (in the 8 automatic runs of shared-link-full.yaml of
+      2026-12-01, QEMU used 50-68% of F, auto declared 59-104%).
+
+    What the final stage gets is not F, though, but whatever share TCP
+    gives a connection that starts sending at once into the bulk flows:
+    the pending bytes over the downtime read 0.5-1.1 F on record. So within the limit
+    is a likelihood, not a certainty: of 21 runs of the automatic modes
+    with three flows on record (2026-11-28 to 2026-12-01: CI, showcase,
+    shared-link-full.yaml), one went over (401 ms, auto on 7.2). An
+    automatic mode therefore gets up to ATTEMPTS runs and must switch over
+    within the limit in one of them, every run meeting everything else: at
+    1 in 21 per run, a wrong failure comes about once in 9,000 variants,
+    while "= link", which never switched over within the limit with three
+    flows (9 of 9 runs on record, 3.6-8.5 times over), would fail every attempt.
 
     :avocado: tags=convergence,shared-link
     """
@@ -155,33 +173,54 @@ class SharedLink(LabTest):
                              "cross-traffic": flows, "timeout": 60, "accel": "tcg",
                              "switchover-bandwidth": mode if mode in ("auto", "qemu-auto")
                              else units.parse_bits_per_s(link_rate) // 8})
+        if s.switchover_auto or s.switchover_qemu_auto:
+            for attempt in range(1, ATTEMPTS + 1):
+                result = self.run_automatic(s, flows, attempt)
+                if within_limit(result.downtime_ms, limit_ms):
+                    break
+                self.log.warning("attempt %d of %d: downtime %s ms over the limit",
+                                 attempt, ATTEMPTS, result.downtime_ms)
+            self.assertTrue(within_limit(result.downtime_ms, limit_ms), result.reasons)
+            return
         result = self.run_scenario(s)
+        fair_bytes_per_s = self.fair_share(result, flows)
+        threshold_bytes = s.switchover_bandwidth_bytes_per_s * limit_ms / 1000
+        self.assertGreater(threshold_bytes, SHARED_HOT_SET_BYTES)  # premise
+        dirty_bytes = SHARED_HOT_SET_BYTES * (1 - math.exp(
+            -SHARED_DIRTY_BYTES_PER_S / CAP_BYTES_PER_S))
+        bound_ms = dirty_bytes / fair_bytes_per_s * 1000
+        self.log.info("declared = link: downtime at least %.0f ms by the physics", bound_ms)
+        if bound_ms > 2 * limit_ms:
+            self.assertFalse(within_limit(result.downtime_ms, limit_ms), result.reasons)
+
+    def run_automatic(self, s: Scenario, flows: int, attempt: int) -> Result:
+        """One run of an automatic mode, with every check but the downtime's."""
+        logs = self.logs / f"attempt-{attempt}"
+        logs.mkdir()
+        result = self.record(runner.run(s, logs), f"result-{attempt}")
+        fair_bytes_per_s = self.fair_share(result, flows)
+        if s.switchover_auto:
+            self.assertTrue(result.autotune, "autotune never declared a bandwidth")
+            used = [change["bytes_per_s"] for change in result.autotune]
+        else:
+            # the same filter inside QEMU, on the same samples
+            self.assertEqual(result.switchover_bandwidth_source, "tcp", result.reasons)
+            used = [result.switchover_bandwidth_bps / 8]
+        for bytes_per_s in used:
+            # its share, never the link (10%: the link check itself moves
+            # by up to 14% on a busy host, and F is computed from it)
+            self.log.info("%s %.0f%% of the fair share", "auto declared" if s.switchover_auto
+                          else "QEMU used", bytes_per_s / fair_bytes_per_s * 100)
+            self.assertLessEqual(bytes_per_s, 1.1 * fair_bytes_per_s)
+        return result
+
+    def fair_share(self, result: Result, flows: int) -> float:
+        """F in bytes/s, once the run's premises are checked: it completed with
+        memory verified, and the competing flows took most of the link."""
         cross = result.cross_traffic
         self.assertEqual(cross["flows"], flows)
-        fair_bytes_per_s = cross["link_goodput_alone_bps"] / 8 / (flows + 1)
-        # premise: the competing flows really took most of the link
         self.assertGreater(cross["flows_goodput_bps"], 0.5 * cross["link_goodput_alone_bps"])
         self.assertEqual(result.status, Status.COMPLETED, result.reasons)
         self.assertEqual(result.integrity, Integrity.OK, result.reasons)
         self.assertEqual(result.destination_alive, True)
-        if s.switchover_auto:
-            self.assertTrue(result.autotune, "autotune never declared a bandwidth")
-            for change in result.autotune:
-                self.assertLessEqual(change["bytes_per_s"], 1.1 * fair_bytes_per_s)
-            self.assertTrue(within_limit(result.downtime_ms, limit_ms), result.reasons)
-        elif s.switchover_qemu_auto:
-            # the same filter inside QEMU, on the same samples: its share, never the link
-            self.assertEqual(result.switchover_bandwidth_source, "tcp", result.reasons)
-            self.log.info("QEMU used %.0f%% of the fair share at switchover",
-                          result.switchover_bandwidth_bps / 8 / fair_bytes_per_s * 100)
-            self.assertLessEqual(result.switchover_bandwidth_bps / 8, 1.1 * fair_bytes_per_s)
-            self.assertTrue(within_limit(result.downtime_ms, limit_ms), result.reasons)
-        else:
-            threshold_bytes = s.switchover_bandwidth_bytes_per_s * limit_ms / 1000
-            self.assertGreater(threshold_bytes, SHARED_HOT_SET_BYTES)  # premise
-            dirty_bytes = SHARED_HOT_SET_BYTES * (1 - math.exp(
-                -SHARED_DIRTY_BYTES_PER_S / CAP_BYTES_PER_S))
-            bound_ms = dirty_bytes / fair_bytes_per_s * 1000
-            self.log.info("declared = link: downtime at least %.0f ms by the physics", bound_ms)
-            if bound_ms > 2 * limit_ms:
-                self.assertFalse(within_limit(result.downtime_ms, limit_ms), result.reasons)
+        return cross["link_goodput_alone_bps"] / 8 / (flows + 1)
