@@ -149,15 +149,16 @@ class SharedLink(LabTest):
 
     What the final stage gets is not F, though, but whatever share TCP
     gives a connection that starts sending at once into the bulk flows:
-    the pending bytes over the downtime read 0.5-1.1 F on record. So within the limit
-    is a likelihood, not a certainty: of 21 runs of the automatic modes
-    with three flows on record (2026-11-28 to 2026-12-01: CI, showcase,
-    shared-link-full.yaml), one went over (401 ms, auto on 7.2). An
-    automatic mode therefore gets up to ATTEMPTS runs and must switch over
-    within the limit in one of them, every run meeting everything else: at
-    1 in 21 per run, a wrong failure comes about once in 9,000 variants,
-    while "= link", which never switched over within the limit with three
-    flows (9 of 9 runs on record, 3.6-8.5 times over), would fail every attempt.
+    the pending bytes over the downtime read 0.5-1.2 F on record. So within
+    the limit is a likelihood, not a certainty: of 24 runs of the automatic
+    modes with three flows on record (2026-11-28 to 2026-12-01: CI,
+    showcase, shared-link.yaml and shared-link-full.yaml), one went over
+    (401 ms, auto on 7.2). An automatic mode therefore gets up to ATTEMPTS
+    runs and must switch over within the limit in one of them, every run
+    meeting everything else: at 1 in 24 per run, a wrong failure comes
+    about once in 14,000 variants, while "= link", which never switched
+    over within the limit with three flows (10 of 10 runs on record,
+    3.6-8.5 times over), would fail every attempt.
 
     :avocado: tags=convergence,shared-link
     """
