@@ -206,28 +206,25 @@ class Autotuner:
         less than the link, never more. (Holding the estimate back until it
         had enough, as this did before, held it for good when multifd's
         main connection kept 5-9 samples: tcpinfo-miglab-multifd2-quiet-main.csv.)"""
-        with self._lock:
-            busy = self._busy()
-            if len(busy) == 1:
-                return busy[0].estimate_bps()
-            if not busy:
-                return None
-            return sum(f.lower_tercile_bps() for f in busy)
+        return self._measure()[0]
 
-    def _busy(self) -> list[RateFilter]:
-        return [f for f in self._filters.values() if f.samples >= MIN_SAMPLES]
+    def _measure(self) -> tuple[float | None, int]:
+        """measured_bps(), and how many busy connections it came from."""
+        with self._lock:
+            busy = [f for f in self._filters.values() if f.samples >= MIN_SAMPLES]
+            if len(busy) == 1:
+                return busy[0].estimate_bps(), 1
+            return (sum(f.lower_tercile_bps() for f in busy) if busy else None), len(busy)
 
     def decide(self, t_s: float) -> int | None:
         """A new value to set (bytes/s), or None to leave the parameter as it is."""
-        measured = self.measured_bps()
+        measured, busy = self._measure()
         if measured is None:
             return None
         target = int(measured * self.margin / 8)
         if self.declared_bytes_per_s and abs(target - self.declared_bytes_per_s) <= \
                 self.change_threshold * self.declared_bytes_per_s:
             return None
-        with self._lock:
-            busy = len(self._busy())
         how = (f"the fastest that {MIN_AGREEING} samples of the last {WINDOW_S:.0f} s agree on"
                if busy == 1 else
                f"the lower terciles of {busy} busy connections' last {WINDOW_S:.0f} s, summed")
