@@ -8,12 +8,15 @@ removed by the record, never by their names.
 """
 from __future__ import annotations
 
+import logging
 import secrets
 import subprocess
 from dataclasses import dataclass
 
 from . import ownership, traffic
 from .units import human_bits
+
+log = logging.getLogger(__name__)
 
 # RFC 2544's benchmarking range: never routed, only inside our namespaces.
 SRC_ADDR = "198.18.0.1"
@@ -23,6 +26,12 @@ NETNS_PREFIX = "miglab-"
 # A link check holds goodput to this share of the configured rate
 # (about 96% measured on tbf links here).
 CHECK_LOW, CHECK_HIGH = 0.80, 1.20
+# A check that reads under this share of the rate is taken once more and
+# the better reading kept: a busy host makes it read low, never high (tbf
+# holds it under the rate). On 2026-12-01 checks read 82-94% in 5 of 12
+# runs of one suite, while 103 of 105 in the last three CI runs read 96%;
+# a low reading made the run's bounds against the link wrong.
+RECHECK_BELOW = 0.93
 # TCP gives up on a dead peer after this many retransmissions (about 12 s)
 # instead of the kernel's default 15 (about 15 min), so a migration over a
 # cut link fails in seconds, as an operator would want to see in a lab.
@@ -202,7 +211,15 @@ class Link:
         _run("ip", "-n", self.src_ns, "link", "set", self._src_dev, state)
 
     def measure(self, seconds: float = 2.0, port: int = 5201) -> LinkCheck:
-        """TCP goodput from the source to the destination namespace, one flow alone."""
+        """TCP goodput from the source to the destination namespace, one flow
+        alone; taken again when it reads under RECHECK_BELOW of the rate."""
+        check = self._goodput(seconds, port)
+        if check.ratio < RECHECK_BELOW:
+            log.info("%s: measuring again", check.describe())
+            check = max(check, self._goodput(seconds, port), key=lambda c: c.measured_bps)
+        return check
+
+    def _goodput(self, seconds: float, port: int) -> LinkCheck:
         flow = traffic.Flow(self.src_ns, self.dst_ns, DST_ADDR, port, seconds, "link probe")
         try:
             flow.start()
