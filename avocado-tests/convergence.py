@@ -145,7 +145,7 @@ class SharedLink(LabTest):
       threshold. Less, in practice: while capped, the connection reads
       less than F, the share its smaller congestion window gets beside
       bulk flows (in the 8 automatic runs of shared-link-full.yaml of
-      2026-12-01, QEMU used 50-68% of F, auto declared 59-104%).
+      2026-12-01, QEMU used 50-68% of F, auto declared 53-104%).
 
     What the final stage gets is not F, though, but whatever share TCP
     gives a connection that starts sending at once into the bulk flows:

@@ -35,4 +35,3 @@ def test_a_low_reading_is_taken_again_and_the_better_kept(
     # a second low reading does not replace a better first one
     check, transfers = check_with_readings(monkeypatch, 0.85, 0.84)
     assert (check.ratio, transfers) == (0.85, 2)
-
