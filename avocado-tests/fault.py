@@ -60,9 +60,7 @@ class MidMigrationFault(LabTest):
                                       avail_switchover_bandwidth_bytes_per_s=125_000_000)
             outcome = migration.run(env.src, env.dst, retry, env.uri, deadline_s=60)
             result = self.record(runner.judge(env, outcome), "retry")
-            self.assertEqual(result.status, Status.COMPLETED, result.reasons)
-            self.assertEqual(result.integrity, Integrity.OK, result.reasons)
-            self.assertEqual(result.destination_alive, True)
+            self.assert_completed(result)
 
     def test_destination_killed_source_keeps_running(self) -> None:
         with runner.lab(self.s, self.logs) as env:

@@ -18,6 +18,7 @@ from avocado import Test
 from miglab import artifacts, leftovers, migration, ownership, runner, scenario
 from miglab.migration import Outcome
 from miglab.result import Result
+from miglab.verdict import Integrity, Status
 
 
 class LabTest(Test):
@@ -49,6 +50,12 @@ class LabTest(Test):
 
     def run_scenario(self, s: scenario.Scenario) -> Result:
         return self.record(runner.run(s, self.logs))
+
+    def assert_completed(self, result: Result) -> None:
+        """The migration completed, the destination runs, every page verified."""
+        self.assertEqual(result.status, Status.COMPLETED, result.reasons)
+        self.assertEqual(result.integrity, Integrity.OK, result.reasons)
+        self.assertEqual(result.destination_alive, True)
 
     def watch(self, env: runner.Lab, started: float, deadline_s: float) -> Outcome:
         """Follow a migration started by the test until it ends or the deadline."""
