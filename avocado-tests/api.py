@@ -12,6 +12,7 @@ import time
 from labtest import LabTest
 
 from miglab import artifacts, migration, runner
+from miglab.verdict import within_limit
 from miglab.vm import VM, ExecuteError, VMConfig, VMError
 
 PARAM = "avail-switchover-bandwidth"
@@ -96,5 +97,6 @@ class SwitchoverBandwidthInterface(LabTest):
             outcome = self.watch(env, started, deadline_s=60)
             result = self.record(runner.judge(env, outcome))
             self.assertEqual(result.status, "completed", result.reasons)
-            self.assertLessEqual(result.downtime_ms, 330)
+            # 12.58 MB at the link's 119 MB/s: 105 ms of the limit's 300
+            self.assertTrue(within_limit(result.downtime_ms, 300), result.reasons)
             self.assertEqual(result.integrity, "ok")

@@ -18,18 +18,17 @@ max-bandwidth, so after every pass the whole hot set is dirty again.
 from __future__ import annotations
 
 import math
-import re
 
 from labtest import LabTest
 
-from miglab import runner, units
+from miglab import units
 from miglab.result import Result
-from miglab.scenario import Scenario
 from miglab.verdict import Integrity, Status, within_limit
 
 HOT_SET_BYTES = 12 * 1024 * 1024
 CAP_BYTES_PER_S = 8_000_000
 DEADLINE_S = 20  # the bulk pass at the cap takes about 11 s; then it iterates
+SINGLE_FLOOR, MULTIFD_FLOOR, CEILING = 0.85, 0.60, 1.05  # of the measured goodput
 SHAPE_KEYS = ("dst-qemu", "multifd-channels", "vcpus")
 
 
@@ -58,28 +57,23 @@ class CappedPrecopy(LabTest):
         estimated_ms = HOT_SET_BYTES / (CAP_BYTES_PER_S / 1000)
         result = self.run_scenario(s)
 
-        if s.switchover_auto:
-            link_bps = result.link_rate_bps
-            # What auto declares (TCP delivery rate x 0.92; multifd: the
-            # channels' lower terciles): typically 92-102% of the link on one
-            # connection and 69-90% on multifd; once 80%, late
-            # (tests/unit/data/README.md).
-            self.assertTrue(result.autotune, "autotune never declared a bandwidth")
-            # every multifd channel counts (the main connection too, with little on it)
-            summed = re.search(r"summed (\d+) migration connection", " ".join(result.reasons))
-            self.assertTrue(summed, result.reasons)
-            self.assertGreaterEqual(int(summed.group(1)), max(1, s.multifd_channels))
-            for change in result.autotune:
-                self.assert_measured_bandwidth("auto declared", change["bytes_per_s"] * 8,
-                                               link_bps, limit_ms)
-            self.assert_converged(result, limit_ms)
-        elif s.switchover_qemu_auto:
-            # QEMU's own TCP mode runs the same filter as auto inside QEMU:
-            # the same physics bound, and what it used at switchover came
-            # from TCP (not its estimate, which could never converge here).
-            self.assertEqual(result.switchover_bandwidth_source, "tcp", result.reasons)
-            self.assert_measured_bandwidth("QEMU used", result.switchover_bandwidth_bps,
-                                           result.link_rate_bps, limit_ms)
+        if s.switchover_auto or s.switchover_qemu_auto:
+            # Accuracy: what the automatic mode used at the switchover, against
+            # the goodput this run's own link check measured. One connection
+            # alone on the link reads the link: 85-105% of it (85: the margin
+            # 0.92 times a filter that reads at least 93% of the goodput;
+            # 105: the overdeclaration rule). Multifd's channels trade shares
+            # from one sample to the next, and their lower terciles summed
+            # read less: at least 60% (tests/unit/data/README.md).
+            floor = MULTIFD_FLOOR if s.multifd_channels else SINGLE_FLOOR
+            used_bps = self.used_at_switchover_bps(result)
+            share = used_bps / result.link_rate_bps
+            self.log.info("%s used %.0f%% of the link's measured goodput (%.0f-%.0f%% asked)",
+                          declared, share * 100, floor * 100, CEILING * 100)
+            self.assertGreaterEqual(share, floor)
+            self.assertLessEqual(share, CEILING)
+            # and the physics of convergence: a threshold 10% above the hot set
+            self.assertGreater(used_bps / 8 * limit_ms / 1000, 1.1 * HOT_SET_BYTES)
             self.assert_converged(result, limit_ms)
         elif s.switchover_bandwidth_bytes_per_s is None:
             # The matrix's own premise: QEMU's prediction is above the limit.
@@ -94,17 +88,18 @@ class CappedPrecopy(LabTest):
             self.assertGreater(threshold_bytes, 1.4 * HOT_SET_BYTES)  # premise
             self.assert_converged(result, limit_ms)
 
-    def assert_measured_bandwidth(self, what: str, bandwidth_bps: float, link_bps: float,
-                                  limit_ms: int) -> None:
-        """A measured switchover bandwidth (auto's or QEMU's own) is never more
-        than 5% above the measured link, and at least what makes a threshold
-        10% above the hot set: the physics of convergence."""
-        needed = 1.1 * HOT_SET_BYTES / (link_bps / 8 * limit_ms / 1000)
-        share = bandwidth_bps / link_bps
-        self.log.info("%s %.0f%% of the link (at least %.0f%% needed)",
-                      what, share * 100, needed * 100)
-        self.assertGreaterEqual(share, needed)
-        self.assertLessEqual(share, 1.05)
+    def used_at_switchover_bps(self, result: Result) -> float:
+        """The switchover bandwidth in force when QEMU switched over (bits/s):
+        auto's last declaration, or what QEMU's own mode said it used."""
+        if result.scenario["switchover_qemu_auto"]:
+            # from TCP, not QEMU's estimate (which could never converge here)
+            self.assertEqual(result.switchover_bandwidth_source, "tcp", result.reasons)
+            return result.switchover_bandwidth_bps
+        self.assertTrue(result.autotune, "auto never declared a bandwidth")
+        # every multifd channel counts (the main connection too, with little on it)
+        self.assertGreaterEqual(result.autotune_connections or 0,
+                                max(1, result.scenario["multifd_channels"]))
+        return result.autotune[-1]["bytes_per_s"] * 8
 
     def assert_converged(self, result: Result, limit_ms: int) -> None:
         self.assert_completed(result)
@@ -113,14 +108,19 @@ class CappedPrecopy(LabTest):
 
 SHARED_HOT_SET_BYTES = 32 * 1024 * 1024
 SHARED_DIRTY_BYTES_PER_S = 6 * 1024 * 1024
-ATTEMPTS = 3  # runs an automatic mode gets on a shared link (SharedLink says why)
+# The most of a fair share F that a connection starting into the bulk flows
+# may get at the switchover: 1.24 F is the most on record (24 runs with
+# three flows, tests' result files of 2026-11-28 to 2026-12-01); 1.5 F
+# leaves room above it.
+FINAL_STAGE_MAX_SHARE = 1.5
 
 
 class SharedLink(LabTest):
     """
     The link shared with N bulk TCP flows (shared-link.yaml: 3 flows;
     shared-link-full.yaml: 1 and 3; the link's rate declared, auto and
-    qemu-auto; 1 Gbit/s, 300 ms).
+    qemu-auto; 1 Gbit/s, 300 ms). One run per variant, positive and
+    negative alike: no retry.
 
     The guest rewrites a 32 MiB hot set at 6 MiB/s, slower than the 8 MB/s
     cap, so the dirty set shrinks from one pass to the next (random
@@ -129,34 +129,30 @@ class SharedLink(LabTest):
     At the switchover the cap is lifted and TCP gives the migration about
     a fair share of the link, F = goodput / (N + 1):
 
-    - the link's rate declared: threshold 125 MB/s x 300 ms = 37.5 MB, above
-      the whole hot set (33.5 MB), so it switches over at the first sync
-      after the bulk pass. That pass sends the hot set at the cap, at least
-      33.5 MB / 8 MB/s = 4.2 s, while 25 MiB of rewrites land on it: at
-      least 54% of it, 18 MB, is dirty, and takes 18 MB / F to send. With
-      three flows F is about 30 MB/s: at least 600 ms, twice the limit.
-      (With one flow the bound, 300 ms, does not prove an overshoot; the
-      run says what happened.)
-    - auto: the migration connection's own delivery-rate samples read its
-      share (they are taken under the same competition), so it declares
-      F x 0.92 or less and switches over only once the dirty set fits its
-      threshold. Less, in practice: while capped, the connection reads
-      less than F, the share its smaller congestion window gets beside
-      bulk flows (in the 8 automatic runs of shared-link-full.yaml of
-      2026-12-01, QEMU used 50-68% of F, auto declared 53-104%).
+    - the link's rate declared (the negative control): threshold 125 MB/s
+      x 300 ms = 37.5 MB, above the whole hot set (33.5 MB), so it switches
+      over at the first sync after the bulk pass. That pass sends the hot
+      set at the cap, at least 33.5 MB / 8 MB/s = 4.2 s, while 25 MiB of
+      rewrites land on it: at least 54% of it, 18 MB, is dirty. Even at
+      FINAL_STAGE_MAX_SHARE x F that takes 18 MB / (1.5 x 29.8 MB/s) =
+      403 ms with three flows, over the limit with its allowance (330 ms):
+      the overshoot is asserted whenever this bound, from the run's own F,
+      says so. With one flow (F about 60 MB/s) the bound is 201 ms and
+      proves nothing: shared-link-full.yaml leaves that variant out.
+    - auto and qemu-auto: the migration connection's own delivery-rate
+      samples read its share (they are taken under the same competition),
+      so what they use must never be above F, nor above the share the
+      migration connection's samples measured over the run
+      (cross_traffic's migration_tcp_bps, read by the harness beside
+      QEMU), by more than 5%.
 
-    What the final stage gets is not F, though, but whatever share TCP
-    gives a connection that starts sending at once into the bulk flows:
-    the pending bytes over the downtime read 0.5-1.2 F on record. So within
-    the limit is a likelihood, not a certainty: of 24 runs of the automatic
-    modes with three flows on record (2026-11-28 to 2026-12-01: CI,
-    showcase, shared-link.yaml and shared-link-full.yaml), one went over
-    (401 ms, auto on 7.2). An automatic mode therefore gets up to ATTEMPTS
-    runs and must switch over within the limit in one of them, every run
-    meeting everything else: at 1 in 24 per run, a wrong failure comes
-    about once in 14,000 variants, while "= link", which never switched
-    over within the limit with three flows (10 of 10 runs on record,
-    3.6-8.5 times over), would fail every attempt.
+    Whether the automatic modes also switch over within the limit is not
+    asserted here: the final stage gets whatever share TCP gives a
+    connection that starts sending at once into bulk flows (0.48-1.24 F on
+    record), so it is a likelihood (one run of 24 on record went over), and
+    a retry would need its per-run odds from 30 or more independent
+    recorded runs. The run's downtime against the limit is logged and kept
+    in its result.
 
     :avocado: tags=convergence,shared-link
     """
@@ -172,46 +168,37 @@ class SharedLink(LabTest):
                              "cross-traffic": flows, "timeout": 60, "accel": "tcg",
                              "switchover-bandwidth": mode if mode in ("auto", "qemu-auto")
                              else units.parse_bits_per_s(link_rate) // 8})
-        if s.switchover_auto or s.switchover_qemu_auto:
-            for attempt in range(1, ATTEMPTS + 1):
-                result = self.run_automatic(s, flows, attempt)
-                if within_limit(result.downtime_ms, limit_ms):
-                    break
-                self.log.warning("attempt %d of %d: downtime %s ms over the limit",
-                                 attempt, ATTEMPTS, result.downtime_ms)
-            self.assertTrue(within_limit(result.downtime_ms, limit_ms), result.reasons)
-            return
         result = self.run_scenario(s)
         fair_bytes_per_s = self.fair_share(result, flows)
+        self.log.info("downtime %s ms against the limit %d ms", result.downtime_ms, limit_ms)
+        if s.switchover_auto or s.switchover_qemu_auto:
+            if s.switchover_auto:
+                self.assertTrue(result.autotune, "auto never declared a bandwidth")
+                used_bytes_per_s = max(change["bytes_per_s"] for change in result.autotune)
+            else:
+                # the same filter inside QEMU, on its own reading of the connection
+                self.assertEqual(result.switchover_bandwidth_source, "tcp", result.reasons)
+                used_bytes_per_s = result.switchover_bandwidth_bps / 8
+            measured_bytes_per_s = result.cross_traffic["migration_tcp_bps"] / 8
+            self.log.info("%s used %.0f%% of the fair share, %.0f%% of the share its"
+                          " connection's samples measured", mode,
+                          used_bytes_per_s / fair_bytes_per_s * 100,
+                          used_bytes_per_s / measured_bytes_per_s * 100)
+            # F is computed from the link check, which reads the link within
+            # about 4% on a quiet host: 10% above F still says "the link,
+            # not its share" fails (that is (N + 1) x F).
+            self.assertLessEqual(used_bytes_per_s, 1.1 * fair_bytes_per_s)
+            self.assertLessEqual(used_bytes_per_s, CEILING * measured_bytes_per_s)
+            return
         threshold_bytes = s.switchover_bandwidth_bytes_per_s * limit_ms / 1000
         self.assertGreater(threshold_bytes, SHARED_HOT_SET_BYTES)  # premise
         dirty_bytes = SHARED_HOT_SET_BYTES * (1 - math.exp(
             -SHARED_DIRTY_BYTES_PER_S / CAP_BYTES_PER_S))
-        bound_ms = dirty_bytes / fair_bytes_per_s * 1000
+        bound_ms = dirty_bytes / (FINAL_STAGE_MAX_SHARE * fair_bytes_per_s) * 1000
         self.log.info("declared = link: downtime at least %.0f ms by the physics", bound_ms)
-        if bound_ms > 2 * limit_ms:
-            self.assertFalse(within_limit(result.downtime_ms, limit_ms), result.reasons)
-
-    def run_automatic(self, s: Scenario, flows: int, attempt: int) -> Result:
-        """One run of an automatic mode, with every check but the downtime's."""
-        logs = self.logs / f"attempt-{attempt}"
-        logs.mkdir()
-        result = self.record(runner.run(s, logs), f"result-{attempt}")
-        fair_bytes_per_s = self.fair_share(result, flows)
-        if s.switchover_auto:
-            self.assertTrue(result.autotune, "autotune never declared a bandwidth")
-            what, used = "auto declared", [change["bytes_per_s"] for change in result.autotune]
-        else:
-            # the same filter inside QEMU, on the same samples
-            self.assertEqual(result.switchover_bandwidth_source, "tcp", result.reasons)
-            what, used = "QEMU used", [result.switchover_bandwidth_bps / 8]
-        for bytes_per_s in used:
-            # its share, never the link (10%: the link check itself moves
-            # by up to 14% on a busy host, and F is computed from it)
-            self.log.info("%s %.0f%% of the fair share", what,
-                          bytes_per_s / fair_bytes_per_s * 100)
-            self.assertLessEqual(bytes_per_s, 1.1 * fair_bytes_per_s)
-        return result
+        # the variants are chosen so that the bound proves the overshoot
+        self.assertFalse(within_limit(round(bound_ms), limit_ms), "premise: bound too low")
+        self.assertFalse(within_limit(result.downtime_ms, limit_ms), result.reasons)
 
     def fair_share(self, result: Result, flows: int) -> float:
         """F in bytes/s, once the run's premises are checked: it completed with

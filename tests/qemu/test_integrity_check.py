@@ -207,7 +207,11 @@ def test_the_sweep_raises_no_false_alarm_on_pages_another_vcpu_rewrites(
         report = read_console(vm.console.lines(), after=ready.host_time)
     assert report.bad_pages == 0 and report.corrupt_pages == [], report.corrupt_pages[:4]
     assert not report.kernel_errors, report.kernel_errors
-    # The race was run: hundreds of passes over pages rewritten at the rate asked.
-    assert report.verify_passes >= 500, report.verify_passes
+    # The race was run, with enough power to catch a broken retry: at the
+    # pace asked (2 MiB at 200 MiB/s) RACE_S allows 1500 passes, and without
+    # the retry false alarms came at 62 in 20 s. At a fifth of that pace (a
+    # busy host) 300 passes still expect 62 x 15/20 x 0.2 = 9 false alarms
+    # from a broken retry: the chance of none is e^-9, about 1e-4.
+    assert report.verify_passes >= 300, report.verify_passes
     rates = sorted(report.dirty_bps)
-    assert rates and rates[len(rates) // 2] >= 0.9 * 200 * 2**20, rates
+    assert rates and rates[len(rates) // 2] >= 0.2 * 200 * 2**20, rates

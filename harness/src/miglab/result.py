@@ -63,6 +63,7 @@ class Result:
     source_alive: bool | None = None
     error: str | None = None
     autotune: list[dict[str, Any]] = field(default_factory=list)  # changes it made
+    autotune_connections: int | None = None  # connections auto summed (multifd: channels)
     qemu: str = ""
     accel: str = ""
     scenario: dict[str, Any] = field(default_factory=dict)
