@@ -111,7 +111,10 @@ class RateFilter:
         # Every reading ages the window, the dropped ones too: a connection
         # whose samples are all app-limited from some point on (multifd's
         # main one) must not keep its last kept ones for ever.
-        while self._samples and sample.t_s - self._samples[0].t_s > self.window_s:
+        # Ages in whole milliseconds, as QEMU's filter does (its clock is in
+        # ms): in seconds, 16.577 - 8.577 is 8.000000000000002, over 8.
+        while self._samples and \
+                round((sample.t_s - self._samples[0].t_s) * 1000) > self.window_s * 1000:
             self._samples.popleft()
         # A reading equal to the one before is the same sample read again:
         # no ACK came in between. An idle connection repeats its last one
