@@ -57,9 +57,9 @@ def avocado(name: str, tests: str, yaml: str | None, expected: int) -> Suite:
 
 SUITES = [
     Suite("ruff", "ruff", (str(ROOT),), 1),
-    Suite("unit", "pytest", (str(ROOT / "tests" / "unit"),), 271),
+    Suite("unit", "pytest", (str(ROOT / "tests" / "unit"),), 281),
     Suite("qemu", "pytest", (str(ROOT / "tests" / "qemu"),), 130),
-    Suite("lab", "pytest", (str(ROOT / "tests" / "lab"),), 44),
+    Suite("lab", "pytest", (str(ROOT / "tests" / "lab"),), 46),
     Suite("selftest", "tap", (str(ROOT / "scripts" / "qemu-selftest"),), 18),
     avocado("api", "api.py", "api.yaml", 10),
     avocado("fault", "fault.py overdeclared.py", None, 5),
@@ -190,13 +190,14 @@ def count_tap(text: str, c: Count) -> None:
                      f" ({len(numbers)} in all)")
 
 
-def run_suite(suite: Suite, results: Path) -> Count:
+def run_suite(suite: Suite, results: Path, progress: str = "") -> Count:
     c = Count(suite.name, suite.expected)
     started = time.monotonic()
     record = results / f"{suite.name}.record"
     if suite.kind == "pytest":
+        # xunit1: the JUnit flavour that keeps a test's properties (its retries)
         cmd = [str(VENV / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
-               f"--junitxml={record}", *suite.args]
+               "-o", "junit_family=xunit1", f"--junitxml={record}", *suite.args]
     elif suite.kind == "avocado":
         cmd = [str(VENV / "avocado"), "run", "--max-parallel-tasks", "1",
                "--job-results-dir", str(results / "avocado"), "--json", str(record),
@@ -206,27 +207,35 @@ def run_suite(suite: Suite, results: Path) -> Count:
     else:
         cmd = [str(VENV / "ruff"), "check", *suite.args]
     env = dict(os.environ, MIGLAB_LOGS=str(results / suite.name))
-    print(f"--- {suite.name}: {' '.join(cmd)}", flush=True)
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
-    (results / f"{suite.name}.log").write_text(proc.stdout)
-    echo(suite.kind, proc.stdout)
+    print(f"--- {progress}{suite.name}: {' '.join(cmd)}", flush=True)
+    log = results / f"{suite.name}.log"
+    output = []
+    # streamed as it comes: a suite can take minutes
+    with subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True) as proc, log.open("w") as f:
+        assert proc.stdout
+        for line in proc.stdout:
+            f.write(line)
+            output.append(line)
+            if shown(suite.kind, line.rstrip("\n")):
+                print(line, end="", flush=True)
+    text = "".join(output)
     if suite.kind == "tap":
-        record.write_text(proc.stdout)
+        record.write_text(text)
     try:
         if suite.kind == "pytest":
             count_junit(record, c)
         elif suite.kind == "avocado":
             count_avocado(record, c)
         elif suite.kind == "tap":
-            count_tap(proc.stdout, c)
+            count_tap(text, c)
         elif proc.returncode == 0:
             c.passed += 1
     except (OSError, ValueError, KeyError, ET.ParseError) as e:
         c.fail_suite(f"no readable record of its tests ({e})")
     if proc.returncode != 0 and c.bad == 0:
         c.fail_suite(f"the runner exited {proc.returncode} with no failure recorded"
-                     f" (log: {results / (suite.name + '.log')})")
+                     f" (log: {log})")
     if c.recorded != suite.expected:
         c.fail_suite(f"{c.recorded} tests recorded, {suite.expected} expected"
                      " (tests/testsuites.py's table)")
@@ -234,16 +243,12 @@ def run_suite(suite: Suite, results: Path) -> Count:
     return c
 
 
-def echo(kind: str, output: str) -> None:
-    """What a person watching the run needs of each runner's output."""
-    for line in output.splitlines():
-        if kind == "avocado":
-            if re.match(r"^ \(\d+/\d+\)", line) and ": STARTED" not in line or \
-                    line.startswith(("RESULTS", "JOB TIME")):
-                print(line)
-        elif kind != "tap" or not line.startswith("#   "):
-            print(line)
-    sys.stdout.flush()
+def shown(kind: str, line: str) -> bool:
+    """Whether a person watching the run needs this line of a runner's output."""
+    if kind == "avocado":
+        return bool(re.match(r"^ \(\d+/\d+\)", line)) and ": STARTED" not in line or \
+            line.startswith(("RESULTS", "JOB TIME"))
+    return kind != "tap" or not line.startswith("#   ")
 
 
 COLUMNS = ("passed", "failed", "skipped", "warned", "cancelled", "interrupted", "retried")
@@ -284,9 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown suite(s) {', '.join(unknown)}; the suites: {', '.join(BY_NAME)}")
     args.results.mkdir(parents=True, exist_ok=True)
-    counts = []
-    for suite in [BY_NAME[n] for n in args.names] or SUITES:
-        counts.append(run_suite(suite, args.results))
+    counts: list[Count] = []
+    chosen = [BY_NAME[n] for n in args.names] or SUITES
+    for i, suite in enumerate(chosen, 1):
+        counts.append(run_suite(suite, args.results, f"[{i}/{len(chosen)}] "))
         (args.results / "summary.json").write_text(
             json.dumps([asdict(c) for c in counts], indent=1) + "\n")
     print(summary(counts))

@@ -17,9 +17,25 @@ def test_link_rates_are_bits_per_second(text: str, bits: int) -> None:
 
 @pytest.mark.parametrize("text,value", [("8M", 8_000_000), ("125M", 125_000_000),
                                         ("125000000", 125_000_000), ("1gbit", 125_000_000),
-                                        ("1G", 10**9), ("8MB/s", 8_000_000)])
+                                        ("1G", 10**9), ("8MB/s", 8_000_000),
+                                        ("8MB", 8_000_000), ("1Gbit", 125_000_000),
+                                        ("64Mbps", 8_000_000), ("64mbit", 8_000_000)])
 def test_qemu_bandwidths_are_decimal_bytes_per_second(text: str, value: int) -> None:
     assert units.parse_bytes_per_s(text) == value
+
+
+@pytest.mark.parametrize("text", ["6Mb", "6mb", "6Gb", "6kb", "6Mb/s"])
+def test_a_bandwidth_that_could_be_bits_or_bytes_is_refused_with_both_spellings(
+        text: str) -> None:
+    # "6Mb" is 6 megabits to a network engineer, 6 megabytes to QEMU: 8x apart
+    with pytest.raises(units.UnitError, match="ambiguous") as err:
+        units.parse_bytes_per_s(text, "--max-bandwidth")
+    prefix = text[1].lower()
+    assert f"6{prefix}bit" in str(err.value) and f"6{prefix.upper()}B" in str(err.value)
+
+
+def test_a_rate_is_shown_in_both_units() -> None:
+    assert units.both_rates(8_000_000) == "8000000 B/s (64 Mbit/s)"
 
 
 def test_sizes_are_binary() -> None:

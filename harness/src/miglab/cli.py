@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 from . import artifacts, autotune, ownership, preflight, report, runner, scenario, verdict
 from .artifacts import MissingArtifact
@@ -29,9 +30,9 @@ from .result import Result
 from .vm import ExecuteError, VMError
 
 SCENARIO_OPTIONS = {
-    "qemu": "stock, patched (Debian 12's 7.2 without/with our patches), upstream"
-            " (QEMU 10.0 from bookworm-backports) or a path to qemu-system-x86_64"
-            " (default patched)",
+    "qemu": "a build: "
+            + "; ".join(f"{name}, {b.description}" for name, b in artifacts.BUILDS.items())
+            + "; or a qemu-system-x86_64 command on PATH, or a path to one (default patched)",
     "dst-qemu": "the destination's QEMU, when it differs from --qemu (same choices)",
     "link-rate": "rate of the link, both ways, e.g. 1gbit, 500mbit (default 1gbit)",
     "link-delay": "one-way delay on each end, e.g. 5ms (needs netem)",
@@ -68,12 +69,31 @@ SCENARIO_OPTIONS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's errors in miglab's one-line form, with where to look."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"miglab: error: {message} (see '{self.prog} --help')\n")
+
+
+EXIT_STATUS = """exit status:
+  0    run: the migration passed its verdict; compare: every variant ran to a
+       verdict (a variant that fails its verdict is a row of the table, not
+       an error); cleanup, autotune: done
+  1    run: it ran, and did not pass its verdict (the summary says why)
+  2    bad input, or an error that stopped the command (nothing is left behind)
+  130  interrupted (Ctrl-C): everything it started is removed"""
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="miglab", description=__doc__.split("\n\n")[0])
+    # allow_abbrev off: "--downtime" must not quietly mean "--downtime-limit"
+    parser = _Parser(prog="miglab", description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                     epilog=EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log what miglab does (QEMU command lines, cleanup) to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="migrate a guest over a shaped link and judge it")
+    run = sub.add_parser("run", help="migrate a guest over a shaped link and judge it",
+                         allow_abbrev=False)
     run.add_argument("--scenario", type=Path, help="YAML file with the options below as keys")
     for option, text in SCENARIO_OPTIONS.items():
         run.add_argument(f"--{option}", help=text)
@@ -82,7 +102,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="keep QEMU logs and serial consoles here (default: next to --json)")
 
     compare = sub.add_parser(
-        "compare", help="run one scenario on several QEMU variants, side by side")
+        "compare", help="run one scenario on several QEMU variants, side by side",
+        allow_abbrev=False)
     compare.add_argument("--scenario", type=Path, help="YAML file with the options below as keys")
     for option, text in SCENARIO_OPTIONS.items():
         if option not in ("qemu", "dst-qemu", "switchover-bandwidth", "name"):
@@ -99,17 +120,19 @@ def _parser() -> argparse.ArgumentParser:
                          help="directory for the JSON of every run, logs and table.md")
     sub.add_parser("cleanup", help="remove what miglab runs that died left behind (their"
                                    " namespaces, QEMUs, directories), as their records name"
-                                   " it; never anything else")
+                                   " it; never anything else", allow_abbrev=False)
     tune = sub.add_parser(
         "autotune", help="set avail-switchover-bandwidth of a running source QEMU from the"
-                         " kernel's TCP samples of its migration connection(s)")
+                         " kernel's TCP samples of its migration connection(s)",
+        allow_abbrev=False)
     tune.add_argument("--qmp", required=True,
                       help="QMP unix socket of the source QEMU (it must listen: server=on)")
     tune.add_argument("--pid", type=int,
                       help="QEMU's pid (default: the process listening on --qmp)")
     tune.add_argument("--port", type=int,
-                      help="the destination's migration port (default: every connection"
-                           " of the QEMU process)")
+                      help="the destination's migration port (default: the connections the"
+                           " QEMU process opens after miglab attaches, so start it before"
+                           " the migration, or give --port)")
     tune.add_argument("--netns", help="network namespace of the source QEMU, if any")
     tune.add_argument("--wait", type=float, default=60.0,
                       help="seconds to wait for a migration to start (default 60)")

@@ -2,7 +2,10 @@
 
 - sizes (memory, hot set): binary, "512M" = 512 MiB; plain number = bytes
 - data rates for QEMU (max-bandwidth, switchover bandwidth): bytes/s,
-  decimal, "125M" = 125,000,000 B/s, as in QEMU's docs; "1gbit" = 125 MB/s
+  decimal, "125M" = "125MB" = 125,000,000 B/s, as in QEMU's docs; bits
+  when the unit says so, "1gbit" = "1Gbps" = 125 MB/s; "6Mb" could be
+  either (network people write megabits so, QEMU reads megabytes) and is
+  refused with both spellings
 - link rates (tc): bits/s, "1gbit", "500mbit"; a plain number is bits/s
 - durations: "5ms", "1.5s"; a plain number is milliseconds
 """
@@ -26,7 +29,7 @@ class UnitError(ValueError):
     """A value that does not parse; the message names what is accepted."""
 
 
-def _split(text: str, what: str, accepted: str) -> tuple[Decimal, str]:
+def _split(text: str, what: str, accepted: str, fold: bool = True) -> tuple[Decimal, str]:
     # Decimal, not float: "18446744073709551615" must stay that number, so
     # limits such as QEMU's 2^64 - 1 are checked on what the user typed.
     m = re.fullmatch(_NUMBER + r"\s*([a-zA-Z]*)(?:/s)?", str(text).strip())
@@ -35,7 +38,7 @@ def _split(text: str, what: str, accepted: str) -> tuple[Decimal, str]:
     if len(m.group(1)) > _MAX_DIGITS:
         raise UnitError(f"{what} {text!r}: expected {accepted}, in at most {_MAX_DIGITS}"
                         " digits")
-    return Decimal(m.group(1)), m.group(2).lower()
+    return Decimal(m.group(1)), m.group(2).lower() if fold else m.group(2)
 
 
 def parse_size(text: str, what: str = "size") -> int:
@@ -46,15 +49,30 @@ def parse_size(text: str, what: str = "size") -> int:
     return int(value * _BINARY[unit])
 
 
+_AMBIGUOUS_BYTES = re.compile(r"[kKmMgG]b")  # "6Mb": megabits to some, megabytes to QEMU
+_BITS_PER_S = re.compile(r"(?i:([kmg]?)bit)|([kKmMgG]?)bps")  # "1gbit", "1Gbit", "100Mbps"
+
+
 def parse_bytes_per_s(text: str, what: str = "bandwidth") -> int:
-    accepted = ("bytes/s such as 8M or 125000000 (K/M/G are 10^3/10^6/10^9), "
-                "or bits/s such as 1gbit")
-    value, unit = _split(text, what, accepted)
-    if unit in _DECIMAL:
-        return int(value * _DECIMAL[unit])
-    if unit in _BITS:
-        return int(value * _BITS[unit] // 8)
+    accepted = ("bytes/s such as 8M, 8MB or 125000000 (K/M/G are 10^3/10^6/10^9), "
+                "or bits/s such as 1gbit or 64Mbps")
+    value, unit = _split(text, what, accepted, fold=False)
+    if _AMBIGUOUS_BYTES.fullmatch(unit):
+        prefix = unit[0].lower()
+        name = {"k": "kilo", "m": "mega", "g": "giga"}[prefix]
+        raise UnitError(f"{what} {text!r} is ambiguous: write {value}{prefix}bit for"
+                        f" {name}bits/s or {value}{prefix.upper()}B for {name}bytes/s")
+    if unit.lower() in _DECIMAL and (unit[-1:] != "b"):
+        return int(value * _DECIMAL[unit.lower()])
+    if m := _BITS_PER_S.fullmatch(unit):
+        prefix = (m.group(1) if m.group(1) is not None else m.group(2)).lower()
+        return int(value * _BITS[prefix + "bit"] // 8)
     raise UnitError(f"{what} {text!r}: expected {accepted}")
+
+
+def both_rates(bytes_per_s: int) -> str:
+    """A QEMU rate as set, in both units: "8000000 B/s (64 Mbit/s)"."""
+    return f"{bytes_per_s} B/s ({human_bits(bytes_per_s * 8)})"
 
 
 def parse_bits_per_s(text: str, what: str = "link rate") -> int:
