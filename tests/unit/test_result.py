@@ -126,3 +126,11 @@ def test_vcpus_and_what_the_guest_saw_are_in_the_json_and_the_summary(tmp_path: 
     # one vCPU: the summary as it always was
     assert "(QEMU 7.2, tcg)\n" in report.summary(_completed(scenario={"vcpus": 1},
                                                             guest_threads=1, guest_cpus=1))
+
+
+def test_the_progress_line_shows_no_expected_downtime_in_the_first_pass() -> None:
+    # QEMU reports the downtime limit there: it has measured no dirty rate yet
+    first = Sample(t_s=1.0, status="active", expected_downtime_ms=300, dirty_sync_count=1)
+    later = Sample(t_s=9.0, status="active", expected_downtime_ms=1573, dirty_sync_count=3)
+    assert "expected downtime         -" in report.progress_line(first, 1e9)
+    assert "expected downtime   1573 ms" in report.progress_line(later, 1e9)

@@ -12,9 +12,12 @@ MIB = 1024 * 1024
 
 
 def progress_line(s: Sample, link_bps: float | None) -> str:
+    # In the first pass QEMU's expected-downtime is the limit echoed back,
+    # not an estimate: it has measured no dirty rate yet.
+    expected = f"{s.expected_downtime_ms:6d} ms" if s.dirty_sync_count > 1 else f"{'-':>9}"
     return (f"{s.t_s:6.1f}s {s.status:<9} pending {s.remaining_bytes / MIB:7.1f} MiB"
             f"  iteration {s.dirty_sync_count:3d}"
-            f"  expected downtime {s.expected_downtime_ms:6d} ms"
+            f"  expected downtime {expected}"
             f"  estimate {human_bits(s.mbps * 1e6):>12} vs link {human_bits(link_bps)}")
 
 

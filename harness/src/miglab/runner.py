@@ -9,6 +9,7 @@ Ctrl-C tears everything down.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import artifacts, migration, preflight, verdict
+from . import artifacts, migration, preflight, units, verdict
 from .autotune import Autotuner, Sampler, read_ss
 from .guest import (
     HEARTBEAT,
@@ -35,7 +36,9 @@ from .result import Result, Sample
 from .scenario import Scenario
 from .traffic import CrossTraffic, Delivered
 from .verdict import Integrity, Status
-from .vm import VM, VMConfig, VMError
+from .vm import VM, VMConfig, VMError, VMLaunchError
+
+log = logging.getLogger(__name__)
 
 MIGRATION_PORT = 4444
 READY_TIMEOUT_S = 120.0
@@ -100,9 +103,19 @@ def _booted_source(s: Scenario, binary: Path, link: Link, logs: Path,
         try:
             vm.launch()
         except VMError as err:
+            if last and accel == "kvm":
+                raise RunError(f"{err}; KVM is unusable on this host: use --accel tcg (or"
+                               " auto, which falls back to TCG)") from err
             if last:
                 raise
-            progress.stage(f"{accel} unusable here ({err}); trying {candidates[-1]}")
+            # one line for the user; QEMU's own words (an assertion, often)
+            # are in its log and, with -v, on stderr
+            log.info("%s failed to start: %s", accel, err)
+            why = str(err)
+            if isinstance(err, VMLaunchError):
+                why = err.reason + (f", exit code {err.exitcode}" if err.exitcode else "")
+            progress.stage(f"{accel.upper()} unusable on this host ({why}); using"
+                           f" {candidates[-1].upper()}")
             continue
         try:
             assert vm.console
@@ -328,7 +341,8 @@ def _steering(env: Lab, progress: Progress, tuner: Autotuner | None,
         if tuner and sample.status == "active" and \
                 (value := tuner.decide(sample.t_s)) is not None:
             env.src.command("migrate-set-parameters", **{PARAM: value})
-            progress.stage(f"autotune: {PARAM} = {value} B/s ({tuner.changes[-1].reason})")
+            progress.stage(f"autotune: {PARAM} = {units.both_rates(value)}"
+                           f" ({tuner.changes[-1].reason})")
         if ramped and (limit := ramped.decide(sample)) is not None:
             env.src.command("migrate-set-parameters", **{"downtime-limit": limit})
             progress.stage(f"downtime ramp: downtime-limit = {limit} ms at {sample.t_s:.1f}s,"
@@ -387,9 +401,12 @@ def run(s: Scenario, logs: Path, progress: Progress | None = None,
         watched = tuner or (Autotuner() if flows or s.switchover_qemu_auto else None)
         if flows:
             progress.stage(f"{s.cross_traffic_flows} competing flow(s) on the link")
-        progress.stage("migrating")
+        settings = s.migration()
+        cap = settings.max_bandwidth_bytes_per_s
+        progress.stage(f"migrating: max-bandwidth {units.both_rates(cap) if cap else 'none'},"
+                       f" downtime-limit {settings.downtime_limit_ms} ms")
         outcome = migration.run(
-            env.src, env.dst, s.migration(), env.uri, s.timeout_s,
+            env.src, env.dst, settings, env.uri, s.timeout_s,
             _steering(env, progress, tuner, ramped),
             during=_sampling(env, watched) if watched else None)
         cross = cross_traffic_report(env, flows.stop(), watched) if flows and watched else {}
