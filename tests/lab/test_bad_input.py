@@ -36,6 +36,9 @@ CASES = {
     # "6Mb": 6 megabits to a network engineer, 6 megabytes to QEMU
     "max-bandwidth-bits-or-bytes": Case(("--max-bandwidth", "6Mb"),
                                         "--max-bandwidth '6Mb' is ambiguous: write 6mbit"),
+    "compare-variant-misspelt": Case(("--variant", "patched:lnk", "--out", "{tmp}/out"),
+                                     "--variant 'patched:lnk': BANDWIDTH 'lnk'",
+                                     command="compare"),
     # a prefix of --downtime-limit (or of --downtime-ramp): never taken for one
     "option-prefix": Case(("--downtime", "300"), "unrecognized arguments: --downtime"),
     "timeout-nan": Case(("--timeout", "nan"), "--timeout 'nan'"),

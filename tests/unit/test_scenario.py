@@ -212,3 +212,19 @@ def test_different_builds_on_each_side_share_a_versioned_machine_type() -> None:
     assert runner.machine_type(scenario.parse({"qemu": "patched"})) == "q35"
     assert runner.machine_type(scenario.parse({"qemu": "patched", "dst-qemu": "upstream"})
                                ) == "pc-q35-7.2"
+
+
+def test_a_scenario_file_takes_the_result_json_spelling_of_its_keys(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("link_rate: 500mbit\ndowntime-limit: 600\n")
+    s = scenario.load_yaml(path)
+    assert (s.link_rate_bps, s.downtime_limit_ms) == (5 * 10**8, 600)
+
+
+def test_an_unknown_key_names_the_file_its_line_and_the_nearest_key(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("memory: 512M\nlinkrate: 1gbit\n")
+    with pytest.raises(scenario.ScenarioError) as err:
+        scenario.load_yaml(path)
+    assert f"--scenario '{path}', line 2: unknown scenario key 'linkrate': did you mean" \
+           " 'link-rate'?" in str(err.value)

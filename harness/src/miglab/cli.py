@@ -15,12 +15,23 @@ import signal
 import stat
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
-from . import artifacts, autotune, ownership, preflight, report, runner, scenario, verdict
+from . import (
+    artifacts,
+    autotune,
+    ownership,
+    preflight,
+    report,
+    runner,
+    scenario,
+    units,
+    verdict,
+)
 from .artifacts import MissingArtifact
 from .link import LinkError
 from .migration import PARAM
@@ -117,7 +128,9 @@ def _parser() -> argparse.ArgumentParser:
              " qemu-auto; upstream 10.0 with none, link and auto; upstream-patched"
              " 10.2.2 with link and qemu-auto)")
     compare.add_argument("--out", type=Path, default=Path("miglab-results"),
-                         help="directory for the JSON of every run, logs and table.md")
+                         help="directory for the JSON of every run, logs and table.md;"
+                              " created if missing, in a directory that exists"
+                              " (default ./miglab-results)")
     sub.add_parser("cleanup", help="remove what miglab runs that died left behind (their"
                                    " namespaces, QEMUs, directories), as their records name"
                                    " it; never anything else", allow_abbrev=False)
@@ -239,6 +252,12 @@ DEFAULT_VARIANTS = ["stock:none", "patched:none", "patched:link", "patched:auto"
                     "upstream-patched:link", "upstream-patched:qemu-auto"]
 
 
+VARIANT_WORDS = ("none", "link", "auto", "qemu-auto")
+# A variant's time beyond its migration: two guests booted, the link checked,
+# the destination verified (about 20-25 s with TCG guests on 2 cores).
+VARIANT_OVERHEAD_S = 25
+
+
 def _variants(args: argparse.Namespace) -> list[scenario.Scenario]:
     """Each QEMU:BANDWIDTH variant as a scenario; 'link' means the link's own rate."""
     out = []
@@ -250,6 +269,13 @@ def _variants(args: argparse.Namespace) -> list[scenario.Scenario]:
                 f"--variant {text!r}: expected QEMU:BANDWIDTH or QEMU:BANDWIDTH+ramp, such as"
                 " patched:125M or patched:auto+ramp")
         ramped = {"downtime-ramp": "on"} if plus else {}
+        if bandwidth not in VARIANT_WORDS:
+            try:
+                units.parse_bytes_per_s(bandwidth, "BANDWIDTH")
+            except units.UnitError as err:
+                raise scenario.ScenarioError(
+                    f"--variant {text!r}: {err}; or one of {', '.join(VARIANT_WORDS)}"
+                    " (link: the link's own rate)") from None
         base = _scenario(args, qemu=qemu)
         if bandwidth == "link":
             bandwidth = str(base.link_rate_bps // 8)
@@ -285,10 +311,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     # the machine's checks (binaries, outputs, memory, root, netem), before anything is made
     preflight.check(variants, directories={"--out": args.out}, variants=True)
     args.out.mkdir(parents=True, exist_ok=True)
+    _KEPT_LOGS.append(args.out)
     live = report.LiveProgress()
     rows: list[tuple[str, Result]] = []
+    # at most: a variant that never converges runs to its timeout
+    most_s = [s.timeout_s + VARIANT_OVERHEAD_S for s in variants]
+    live.stage(f"{len(variants)} variants, at most about {sum(most_s) / 60:.0f} min;"
+               f" results in {args.out}/")
+    started = time.monotonic()
     for i, s in enumerate(variants, 1):
-        live.stage(f"[{i}/{len(variants)}] {s.name}")
+        elapsed_s = time.monotonic() - started
+        live.stage(f"[{i}/{len(variants)}] {s.name} ({elapsed_s / 60:.0f} min so far, at most"
+                   f" about {sum(most_s[i - 1:]) / 60:.0f} min left)")
         slug = s.name.replace(":", "-").replace("/", "_")
         result = _run_one(s, args.out / f"{slug}-logs", live)
         if result is None:
@@ -316,6 +350,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if logs is None:  # nowhere to keep them: a private directory, recorded, removed after
         logs, tmp = record.directory(Path(tempfile.gettempdir()), "miglab-logs-", "run logs")
     live = report.LiveProgress()
+    if not tmp:
+        _KEPT_LOGS.append(logs)
     try:
         result = _run_one(s, logs, live)
     finally:
@@ -327,7 +363,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(report.summary(result))
     if args.json:
         result.write_json(args.json)
-        print(f"result: {args.json}" + (f" (logs: {logs})" if logs else ""))
+    where = [f"result: {args.json}"] if args.json else []
+    where.append(f"logs: {logs}" if not tmp else
+                 "logs: not kept (give --json FILE or --logs DIR to keep them)")
+    print("; ".join(where))
     return 0 if verdict.passed(result) else 1
 
 
@@ -359,11 +398,18 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+# Log directories the user asked for, named after an interruption: they
+# hold what the run logged until then, and no result.
+_KEPT_LOGS: list[Path] = []
+
+
 def _exit_report() -> str:
     """What this process removed, and what it could not, after an interruption."""
+    kept = "".join(f"; what it wrote until then is in {p}/ (the interrupted run has no"
+                   " result)" for p in _KEPT_LOGS if p.is_dir())
     record = ownership.current_or_none()
     if record is None:
-        return "nothing had been started"
+        return "nothing had been started" + kept
     left = record.release_all()
     removed = record.removed
     text = f"removed {len(removed)} thing(s) it started"
@@ -373,7 +419,7 @@ def _exit_report() -> str:
         text += f"; could NOT remove: {'; '.join(left.not_removed)} (see 'miglab cleanup')"
     else:
         text += "; nothing it started is left"
-    return text
+    return text + kept
 
 
 def main(argv: list[str] | None = None) -> int:

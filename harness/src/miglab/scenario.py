@@ -7,6 +7,7 @@ is started.
 """
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -275,7 +276,7 @@ def parse(values: dict[str, Any], base: Scenario | None = None) -> Scenario:
         fields["downtime_ramp"] = ramp.DowntimeRamp(**fields["downtime_ramp"])
     for key, text in values.items():
         if key not in FIELDS:
-            raise ScenarioError(f"unknown scenario key {key!r}: accepted {', '.join(FIELDS)}")
+            raise ScenarioError(unknown_key(key))
         name, parser = FIELDS[key]
         if isinstance(text, (dict, list)):  # YAML: a mapping or list where one value goes
             shown = repr(text)
@@ -350,6 +351,13 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
     return " ".join(str(err).split())
 
 
+def unknown_key(key: str) -> str:
+    """The error for a key no scenario has, with the nearest one that exists."""
+    near = difflib.get_close_matches(str(key).replace("_", "-"), FIELDS, n=1)
+    hint = f"did you mean {near[0]!r}? " if near else ""
+    return f"unknown scenario key {key!r}: {hint}accepted {', '.join(FIELDS)}"
+
+
 def load_yaml(path: Path, base: Scenario | None = None) -> Scenario:
     text = _read_scenario(path)
     try:
@@ -359,4 +367,13 @@ def load_yaml(path: Path, base: Scenario | None = None) -> Scenario:
                             f" {_yaml_problem(err)}") from None
     if not isinstance(data, dict):
         raise ScenarioError(f"--scenario {str(path)!r}: expected a mapping of scenario keys")
+    # the result JSON's spelling (link_rate) is the option's (link-rate)
+    data = {str(k).replace("_", "-") if str(k).replace("_", "-") in FIELDS else k: v
+            for k, v in data.items()}
+    for key in data:
+        if key not in FIELDS:
+            line = next((i for i, row in enumerate(text.splitlines(), 1)
+                         if row.lstrip().startswith(f"{key}:")), None)
+            where = f"--scenario {str(path)!r}" + (f", line {line}" if line else "")
+            raise ScenarioError(f"{where}: {unknown_key(key)}")
     return parse(data, base)
