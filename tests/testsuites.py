@@ -59,7 +59,7 @@ SUITES = [
     Suite("ruff", "ruff", (str(ROOT),), 1),
     Suite("unit", "pytest", (str(ROOT / "tests" / "unit"),), 285),
     Suite("qemu", "pytest", (str(ROOT / "tests" / "qemu"),), 130),
-    Suite("lab", "pytest", (str(ROOT / "tests" / "lab"),), 47),
+    Suite("lab", "pytest", (str(ROOT / "tests" / "lab"),), 48),
     Suite("selftest", "tap", (str(ROOT / "scripts" / "qemu-selftest"),), 18),
     avocado("api", "api.py", "api.yaml", 10),
     avocado("fault", "fault.py overdeclared.py", None, 5),

@@ -123,3 +123,17 @@ def test_ctrl_c_mid_migration_leaves_nothing_behind(tmp_path: Path) -> None:
     assert proc.returncode == 130
     assert miglab_namespaces() == before_ns
     assert qemu_pids() == before_qemu
+
+
+def test_compare_runs_every_variant_to_a_verdict_and_exits_0(tmp_path: Path) -> None:
+    # a variant that fails its verdict (stock never converges) is a row of the
+    # table, not an error of the command (miglab --help's exit statuses)
+    out = tmp_path / "out"
+    proc = subprocess.run([*MIGLAB, "compare", *CAPPED, "--hot-set", "12M", "--timeout", "8",
+                           "--variant", "stock:none", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "1 variant(s), at most about" in proc.stderr
+    result = json.loads((out / "stock-none.json").read_text())
+    assert result["status"] == "not-converged"
+    assert "not-converged" in (out / "table.md").read_text()

@@ -316,7 +316,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     rows: list[tuple[str, Result]] = []
     # at most: a variant that never converges runs to its timeout
     most_s = [s.timeout_s + VARIANT_OVERHEAD_S for s in variants]
-    live.stage(f"{len(variants)} variants, at most about {sum(most_s) / 60:.0f} min;"
+    live.stage(f"{len(variants)} variant(s), at most about {sum(most_s) / 60:.0f} min;"
                f" results in {args.out}/")
     started = time.monotonic()
     for i, s in enumerate(variants, 1):
