@@ -38,6 +38,7 @@ from .migration import PARAM
 from .monitor import Monitor, QMPError
 from .plot import plot_comparison, plot_run
 from .result import Result
+from .traffic import FlowError
 from .vm import ExecuteError, VMError
 
 SCENARIO_OPTIONS = {
@@ -298,7 +299,7 @@ def _run_one(s: scenario.Scenario, logs: Path, live: report.LiveProgress) -> Res
         return runner.run(s, logs, progress,
                           on_link_measured=lambda bps: setattr(live, "link_bps", bps))
     except (runner.RunError, LinkError, VMError, QMPError, MissingArtifact,
-            ownership.OwnershipError) as err:
+            ownership.OwnershipError, FlowError) as err:
         live.stage(f"error: {err}")
         return None
     except ExecuteError as err:  # QEMU refused a command; its own words

@@ -34,7 +34,7 @@ from .migration import PARAM, Outcome
 from .ramp import RampDriver
 from .result import Result, Sample
 from .scenario import Scenario
-from .traffic import CrossTraffic, Delivered
+from .traffic import CrossTraffic, Delivered, FlowError
 from .verdict import Integrity, Status
 from .vm import VM, VMConfig, VMError, VMLaunchError
 
@@ -388,6 +388,16 @@ def cross_traffic_report(env: Lab, delivered: list[Delivered],
     }
 
 
+def _stopped_flows_report(env: Lab, flows: CrossTraffic, observed: Autotuner) -> dict[str, Any]:
+    """cross_traffic_report() of the stopped flows; if a flow cannot say what it
+    delivered, the record says why instead, and the migration's result stands."""
+    try:
+        delivered = flows.stop()
+    except FlowError as err:
+        return {"flows": env.scenario.cross_traffic_flows, "error": str(err)}
+    return cross_traffic_report(env, delivered, observed)
+
+
 def run(s: Scenario, logs: Path, progress: Progress | None = None,
         on_link_measured: Callable[[float], None] | None = None) -> Result:
     """One scenario, start to verdict."""
@@ -409,7 +419,7 @@ def run(s: Scenario, logs: Path, progress: Progress | None = None,
             env.src, env.dst, settings, env.uri, s.timeout_s,
             _steering(env, progress, tuner, ramped),
             during=_sampling(env, watched) if watched else None)
-        cross = cross_traffic_report(env, flows.stop(), watched) if flows and watched else {}
+        cross = _stopped_flows_report(env, flows, watched) if flows and watched else {}
         if watched:
             watched.write_csv(logs / "tcpinfo.csv")
         if tuner and env.src.running and outcome.status != Status.FAILED:

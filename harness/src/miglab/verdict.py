@@ -117,6 +117,9 @@ def bandwidth_reasons(link_bps: float, estimate_bps: float | None,
 
 def cross_traffic_reasons(cross: dict[str, Any]) -> list[str]:
     """What the competing flows took, and what the migration's connection got."""
+    if "error" in cross:
+        return [f"{cross['flows']} competing flow(s): what they delivered is unknown"
+                f" ({cross['error']})"]
     out = [f"{cross['flows']} competing flow(s) carried"
            f" {human_bits(cross['flows_goodput_bps'])} on a link that carried"
            f" {human_bits(cross['link_goodput_alone_bps'])} alone"]
