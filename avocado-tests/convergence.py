@@ -1,6 +1,6 @@
 """The capped pre-copy scenario over a matrix of links, limits and builds.
 
-The physics each variant is checked against (design.md section 2): the
+The physics each variant is checked against: the
 guest rewrites a HOT-set of 12 MiB at 40 MiB/s, faster than the 8 MB/s
 max-bandwidth, so after every pass the whole hot set is dirty again.
 

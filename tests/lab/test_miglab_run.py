@@ -137,3 +137,8 @@ def test_compare_runs_every_variant_to_a_verdict_and_exits_0(tmp_path: Path) -> 
     result = json.loads((out / "stock-none.json").read_text())
     assert result["status"] == "not-converged"
     assert "not-converged" in (out / "table.md").read_text()
+    # readable on its own: the table, the plots and the reasons
+    summary = (out / "summary.md").read_text()
+    assert (out / "table.md").read_text().strip() in summary
+    assert "(comparison.png)" in summary and "(stock-none.png)" in summary
+    assert all(f"- {reason}" in summary for reason in result["reasons"])

@@ -1,6 +1,6 @@
 """The parameter drives QEMU's switchover decision during a real migration.
 
-The capped pre-copy scenario of design.md section 2, over a unix socket: a
+The capped pre-copy scenario (scenarios/capped-precopy.yaml), over a unix socket: a
 512 MiB TCG guest rewriting a 32 MiB hot set at 40 MiB/s, max-bandwidth
 8 MB/s, downtime-limit 300 ms. QEMU's estimate is then about the cap
 (8000 bytes/ms), so the 32 MiB still dirty after each pass looks like

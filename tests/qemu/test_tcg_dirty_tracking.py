@@ -1,7 +1,7 @@
 """The first patch of the series: TCG writes are tracked while migrating.
 
-Debian's 7.2 loses writes a TCG guest makes during migration (design.md
-section 3): the fast path of the dirty-bitmap sync clears a page's dirty
+Debian's 7.2 loses writes a TCG guest makes during migration (upstream
+fixed it in QEMU 9.0): the fast path of the dirty-bitmap sync clears a page's dirty
 bit but leaves the TLB entry that lets the guest write the page without
 trapping, so once the page has been sent, stores through that entry set
 no dirty bit and the destination keeps the stale copy.  Each sync

@@ -324,7 +324,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         elapsed_s = time.monotonic() - started
         live.stage(f"[{i}/{len(variants)}] {s.name} ({elapsed_s / 60:.0f} min so far, at most"
                    f" about {sum(most_s[i - 1:]) / 60:.0f} min left)")
-        slug = s.name.replace(":", "-").replace("/", "_")
+        slug = report.slug(s.name)
         result = _run_one(s, args.out / f"{slug}-logs", live)
         if result is None:
             return 2
@@ -335,8 +335,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     text = report.table(rows)
     (args.out / "table.md").write_text(text + "\n")
     plot_comparison(rows, args.out / "comparison.png")
+    (args.out / "summary.md").write_text(report.comparison_summary(rows, variants[0]))
     print(text)
-    print(f"results: {args.out}/ (table.md, comparison.png; per run: JSON, PNG, logs)")
+    print(f"results: {args.out}/summary.md (the table, the plots, every run's reasons;"
+          " per run: JSON, PNG, logs)")
     return 0
 
 

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
+from . import units
 from .result import Result, Sample
 from .units import human_bits
 from .verdict import limit_in_force_ms
+
+if TYPE_CHECKING:
+    from .scenario import Scenario
 
 MIB = 1024 * 1024
 
@@ -127,4 +131,32 @@ def table(rows: list[tuple[str, Result]]) -> str:
             sent = r.samples[-1].transferred_bytes if r.samples else None
             line += (f" {_ms(at)} | {'-' if sent is None else f'{sent / MIB:.0f} MiB'} |")
         out.append(line)
+    return "\n".join(out)
+
+
+def slug(name: str) -> str:
+    """A variant's name as the stem of its files ("patched:auto+ramp" -> "patched-auto+ramp")."""
+    return name.replace(":", "-").replace("/", "_")
+
+
+def comparison_summary(rows: list[tuple[str, Result]], first: Scenario) -> str:
+    """summary.md of a comparison, readable without anything else: what was
+    run, the table, the plots (linked, beside it) and each run's reasons."""
+    s = first
+    cap = s.max_bandwidth_bytes_per_s
+    out = [f"# miglab compare: {len(rows)} variant(s)",
+           "",
+           f"Link {human_bits(s.link_rate_bps)}; guest {s.memory_mib} MiB, {s.vcpus} vCPU(s),"
+           f" rewriting {s.hot_set_mib} MiB at {s.dirty_rate_mib} MiB/s; max-bandwidth"
+           f" {units.both_rates(cap) if cap else 'none'}; downtime-limit"
+           f" {s.downtime_limit_ms} ms; timeout {s.timeout_s:.0f} s"
+           + (f"; {s.cross_traffic_flows} competing flow(s)" if s.cross_traffic_flows else "")
+           + ".", "", table(rows), "",
+           "Pending data and expected downtime of every run: [comparison.png](comparison.png)",
+           ""]
+    for name, r in rows:
+        out += [f"## {name}: {r.status}, integrity {r.integrity}", "",
+                f"[{slug(name)}.png]({slug(name)}.png),"
+                f" [{slug(name)}.json]({slug(name)}.json)", ""]
+        out += [f"- {reason}" for reason in r.reasons] + [""]
     return "\n".join(out)
