@@ -129,7 +129,9 @@ def count_junit(xml: Path, c: Count) -> None:
             c.problems.append(f"{name}: {short(bad.get('message'))}")
         elif skipped is not None:
             c.skipped += 1
-            c.skips.append(f"{name}: {short(skipped.get('message'))}")
+            known = "known failure (strict xfail): " if skipped.get("type") == "pytest.xfail" \
+                else ""
+            c.skips.append(f"{name}: {known}{short(skipped.get('message'))}")
         else:
             c.passed += 1
 

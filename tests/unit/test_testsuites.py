@@ -17,6 +17,7 @@ JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 <testcase classname="t" name="bad"><failure message="assert 1 == 2"/></testcase>
 <testcase classname="t" name="boom"><error message="fixture broke"/></testcase>
 <testcase classname="t" name="netem"><skipped message="this kernel lacks netem"/></testcase>
+<testcase classname="t" name="weak"><skipped type="pytest.xfail" message="reads 80%"/></testcase>
 <testcase classname="t" name="retried"><properties>
   <property name="retries" value="2"/></properties></testcase>
 </testsuite></testsuites>
@@ -25,10 +26,11 @@ JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 
 def test_junit_counts_failures_errors_skips_and_retries(tmp_path: Path) -> None:
     (tmp_path / "r.xml").write_text(JUNIT)
-    c = Count("unit", 5)
+    c = Count("unit", 6)
     testsuites.count_junit(tmp_path / "r.xml", c)
-    assert (c.passed, c.failed, c.skipped, c.retried) == (2, 2, 1, 2)
-    assert c.skips == ["t::netem: this kernel lacks netem"]
+    assert (c.passed, c.failed, c.skipped, c.retried) == (2, 2, 2, 2)
+    assert c.skips == ["t::netem: this kernel lacks netem",
+                       "t::weak: known failure (strict xfail): reads 80%"]
     assert c.bad == 2
 
 
