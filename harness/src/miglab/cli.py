@@ -255,8 +255,9 @@ DEFAULT_VARIANTS = ["stock:none", "patched:none", "patched:link", "patched:auto"
 
 VARIANT_WORDS = ("none", "link", "auto", "qemu-auto")
 # A variant's time beyond its migration: two guests booted, the link checked,
-# the destination verified (about 20-25 s with TCG guests on 2 cores).
-VARIANT_OVERHEAD_S = 25
+# the guests verified, the plots drawn (50-55 s with TCG guests on 2 cores,
+# the showcase of 2026-12-04).
+VARIANT_OVERHEAD_S = 60
 
 
 def _variants(args: argparse.Namespace) -> list[scenario.Scenario]:
