@@ -4,7 +4,7 @@ The kernel samples each TCP connection's delivery rate and flags samples
 taken while the sender was application-limited. During a capped pre-copy
 they read about the link rate while QEMU's own estimate reads the cap. But
 single samples are wild: up to 25 times the link while the tbf bucket
-drains, down to a few Mbit/s after a pause (../shared/data). So:
+drains, down to a few Mbit/s after a pause (tests/unit/data). So:
 
 - app-limited samples are dropped: the sender did not fill the pipe then,
   and in the recorded series their median was 5-6 Gbit/s on 0.5-1 Gbit/s

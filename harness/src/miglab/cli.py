@@ -2,8 +2,7 @@
 
     miglab run [--scenario FILE.yaml] [--qemu stock|patched|PATH] [--link-rate 1gbit] ...
 
-Exit status: 0 when the migration completed with the destination intact,
-1 for any other verdict, 2 for bad arguments or a run that could not be made.
+Exit statuses: EXIT_STATUS below, which `miglab --help` prints.
 """
 from __future__ import annotations
 
