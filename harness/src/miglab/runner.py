@@ -123,9 +123,12 @@ def _booted_source(s: Scenario, binary: Path, link: Link, logs: Path,
                 yield vm, accel
                 return
             if last:
+                hint = ("; KVM is unusable on this host: use --accel tcg (or auto, which falls"
+                        " back to TCG)") if accel == "kvm" else ""
                 raise RunError(f"source guest ({accel}) did not reach its workload in"
-                               f" {limit:.0f}s; console: {vm.console_path}")
-            progress.stage(f"{accel}: guest not ready in {limit:.0f}s; trying {candidates[-1]}")
+                               f" {limit:.0f}s; console: {vm.console_path}{hint}")
+            progress.stage(f"{accel.upper()} unusable on this host (the guest did not reach its"
+                           f" workload in {limit:.0f} s); using {candidates[-1].upper()}")
         finally:
             vm.shutdown()
 
