@@ -141,10 +141,11 @@ class SharedLink(LabTest):
       proves nothing: shared-link-full.yaml leaves that variant out.
     - auto and qemu-auto: the migration connection's own delivery-rate
       samples read its share (they are taken under the same competition),
-      so what they use must never be above F, nor above the share the
-      migration connection's samples measured over the run
-      (cross_traffic's migration_tcp_bps, read by the harness beside
-      QEMU), by more than 5%.
+      so what they use must never be above F (by more than 10%: F comes
+      from the link check), nor above the share the connection's samples
+      measured by more than 5%: for auto, what they read when each value
+      was set; for qemu-auto, what the harness read beside QEMU over the
+      run (cross_traffic's migration_tcp_bps).
 
     Whether the automatic modes also switch over within the limit is not
     asserted here: the final stage gets whatever share TCP gives a
@@ -173,13 +174,19 @@ class SharedLink(LabTest):
         self.log.info("downtime %s ms against the limit %d ms", result.downtime_ms, limit_ms)
         if s.switchover_auto or s.switchover_qemu_auto:
             if s.switchover_auto:
+                # each value against what the connection's samples read when
+                # it was set (the share at the end of the run can be another:
+                # 92-101% of the declared in three CI runs)
                 self.assertTrue(result.autotune, "auto never declared a bandwidth")
-                used_bytes_per_s = max(change["bytes_per_s"] for change in result.autotune)
+                change = max(result.autotune, key=lambda c: c["bytes_per_s"])
+                used_bytes_per_s = change["bytes_per_s"]
+                measured_bytes_per_s = change["measured_bps"] / 8
             else:
-                # the same filter inside QEMU, on its own reading of the connection
+                # the same filter inside QEMU, on its own reading of the
+                # connection, against the harness's reading of it
                 self.assertEqual(result.switchover_bandwidth_source, "tcp", result.reasons)
                 used_bytes_per_s = result.switchover_bandwidth_bps / 8
-            measured_bytes_per_s = result.cross_traffic["migration_tcp_bps"] / 8
+                measured_bytes_per_s = result.cross_traffic["migration_tcp_bps"] / 8
             self.log.info("%s used %.0f%% of the fair share, %.0f%% of the share its"
                           " connection's samples measured", mode,
                           used_bytes_per_s / fair_bytes_per_s * 100,

@@ -152,6 +152,7 @@ class Change:
     t_s: float
     bytes_per_s: int
     reason: str
+    measured_bps: float = 0.0  # what the connections' samples read when it was set
 
 
 @dataclass
@@ -233,7 +234,7 @@ class Autotuner:
                f"the lower terciles of {busy} busy connections' last {WINDOW_S:.0f} s, summed")
         reason = (f"TCP delivery rate {measured / 1e6:.0f} Mbit/s ({how}) over"
                   f" {len(self._filters)} connection(s) x {self.margin}")
-        self.changes.append(Change(round(t_s, 3), target, reason))
+        self.changes.append(Change(round(t_s, 3), target, reason, round(measured)))
         self.declared_bytes_per_s = target
         return target
 
