@@ -129,3 +129,16 @@ ensure_packages() {
         { tail -20 "$aptlog" >&2; rm -f "$aptlog"; die "apt-get install ${missing[*]} failed"; }
     rm -f "$aptlog"
 }
+
+# What libvirtd needs of the host before a lab host can run one in its own
+# namespaces, as Debian's libvirt-daemon-system would make it (without its
+# service): the user libvirt resolves before it reads qemu.conf, and the
+# mount points the lab binds its private directories on.
+ensure_libvirt_host() {
+    if ! getent passwd libvirt-qemu >/dev/null; then
+        useradd --system --no-create-home --home-dir /var/lib/libvirt \
+            --shell /usr/sbin/nologin libvirt-qemu || die "could not add the user libvirt-qemu"
+        log "added the system user libvirt-qemu (libvirt asks for it)"
+    fi
+    mkdir -p /var/lib/libvirt /var/log/libvirt /var/cache/libvirt /etc/libvirt
+}

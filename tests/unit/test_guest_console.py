@@ -201,9 +201,9 @@ class FakeGuest:
     """The QEMU end of a Console: connects to its socket and prints lines."""
 
     def __init__(self, tmp_path: Path) -> None:
-        self.console = Console(tmp_path / "c.sock", tmp_path / "c.log")
+        self.console = Console.listening(tmp_path / "c.sock", tmp_path / "c.log")
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.connect(str(self.console.socket_path))
+        self._sock.connect(str(tmp_path / "c.sock"))
 
     def say(self, *texts: str) -> float:
         """Send @texts; return once the console has them, with the time they arrived."""

@@ -76,6 +76,9 @@ SCENARIO_OPTIONS = {
                      " cooldown_s, ceiling_ms",
     "timeout": "seconds to wait for convergence before cancelling (default 60)",
     "accel": "auto, tcg or kvm (default auto: KVM only if a guest boots under it)",
+    "via": "qmp (default: miglab drives QEMU's monitor) or libvirt (a libvirtd on each"
+           " lab host runs the guest as a domain and migrates it through libvirt's API,"
+           " peer to peer, as Nova and virsh do)",
     "name": "a name for the run, used in reports",
 }
 

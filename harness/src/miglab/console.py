@@ -1,8 +1,10 @@
 """A guest serial console read live, each line stamped with the host clock.
 
-QEMU connects to a unix socket we listen on (a socket chardev in client
-mode), so no line is lost before we are ready and none is read late from a
-file: the arrival time of a line is when the host saw it.
+Lines come from a byte source read by a thread of its own: a unix socket
+QEMU connects to (a socket chardev in client mode, so no line is lost
+before we are ready and none is read late from a file), or libvirt's
+console stream of a domain (libvirthost.py), which works as well when the
+host is remote. The arrival time of a line is when the host saw it.
 """
 from __future__ import annotations
 
@@ -11,10 +13,16 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .ownership import open_log
+
+# A source returns the next bytes (b"" at the end), or None when nothing
+# came within its own short wait, so that close() is seen promptly.
+Source = Callable[[], "bytes | None"]
+POLL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -24,43 +32,53 @@ class ConsoleLine:
 
 
 class Console:
-    """Listens on @socket_path, records every line, and mirrors it to @log_path."""
+    """Records every line of @source, mirrored to @log_path."""
 
-    def __init__(self, socket_path: Path, log_path: Path) -> None:
-        self.socket_path = socket_path
+    def __init__(self, source: Source, log_path: Path, name: str,
+                 on_close: Callable[[], None] | None = None) -> None:
         self.log_path = log_path
         self._lines: list[ConsoleLine] = []
         self._cond = threading.Condition()
         self._closed = False
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(str(socket_path))
-        self._listener.listen(1)
-        self._listener.settimeout(0.2)
-        self._thread = threading.Thread(target=self._run, name=f"console:{socket_path.name}",
-                                        daemon=True)
+        self._on_close = on_close
+        self._thread = threading.Thread(target=self._run, args=(source,),
+                                        name=f"console:{name}", daemon=True)
         self._thread.start()
 
-    def _run(self) -> None:
-        conn = None
+    @classmethod
+    def listening(cls, socket_path: Path, log_path: Path) -> Console:
+        """A console QEMU connects to at @socket_path (made here, removed at close)."""
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(socket_path))
+        listener.listen(1)
+        listener.settimeout(POLL_S)
+        conn: list[socket.socket] = []
+
+        def source() -> bytes | None:
+            try:
+                if not conn:
+                    conn.append(listener.accept()[0])
+                    conn[0].settimeout(POLL_S)
+                return conn[0].recv(65536)
+            except TimeoutError:
+                return None
+            except OSError:
+                return b""
+
+        def close() -> None:
+            listener.close()
+            for c in conn:
+                c.close()
+            socket_path.unlink(missing_ok=True)
+        return cls(source, log_path, socket_path.name, close)
+
+    def _run(self, source: Source) -> None:
         with open_log(self.log_path, encoding="utf-8", errors="replace") as log:
-            while not self._closed and conn is None:
-                try:
-                    conn, _ = self._listener.accept()
-                except TimeoutError:
-                    continue
-                except OSError:
-                    return
-            if conn is None:
-                return
-            conn.settimeout(0.2)
             pending = b""
             while not self._closed:
-                try:
-                    data = conn.recv(65536)
-                except TimeoutError:
+                data = source()
+                if data is None:
                     continue
-                except OSError:
-                    break
                 if not data:
                     break
                 now = time.monotonic()
@@ -74,7 +92,6 @@ class Console:
                 with self._cond:
                     self._lines.extend(ConsoleLine(now, t) for t in texts)
                     self._cond.notify_all()
-            conn.close()
 
     def lines(self) -> list[ConsoleLine]:
         with self._cond:
@@ -104,6 +121,6 @@ class Console:
 
     def close(self) -> None:
         self._closed = True
-        self._listener.close()
         self._thread.join(timeout=2)
-        self.socket_path.unlink(missing_ok=True)
+        if self._on_close:
+            self._on_close()

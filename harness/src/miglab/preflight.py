@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import artifacts, units
+from . import artifacts, libvirthost, units
 from .artifacts import MissingArtifact
 from .link import netem_available
 from .migration import PARAM, TCP_PARAM
@@ -267,6 +267,11 @@ def _check_netem(scenarios: Sequence[Scenario]) -> None:
                 " this kernel does not have; links with only a rate work")
 
 
+def _check_libvirt(scenarios: Sequence[Scenario]) -> None:
+    if any(s.via == "libvirt" for s in scenarios) and (lacking := libvirthost.missing()):
+        raise PreflightError(f"--via libvirt: {lacking}")
+
+
 def check(scenarios: Scenario | Sequence[Scenario],
           files: Mapping[str, Path | None] | None = None,
           directories: Mapping[str, Path | None] | None = None,
@@ -287,3 +292,4 @@ def check(scenarios: Scenario | Sequence[Scenario],
         _check_cpus(runs)
     check_host()
     _check_netem(runs)  # its probe needs root
+    _check_libvirt(runs)

@@ -81,7 +81,9 @@ def summary(r: Result) -> str:
         limit = f"limit {r.downtime_limit_ms} ms"
         if r.downtime_ramp.get("limit_at_switchover_ms"):
             limit += f" (the downtime ramp's at switchover: {limit_in_force_ms(r)} ms)"
-        lines.append(f"downtime {_ms(r.downtime_ms)} (QEMU's, judged against the {limit});"
+        whose = ("libvirt's: source paused to destination resumed" if r.via == "libvirt"
+                 else "QEMU's")
+        lines.append(f"downtime {_ms(r.downtime_ms)} ({whose}, judged against the {limit});"
                      f" the guest's heartbeat gap seen from outside {_ms(r.observed_blackout_ms)}"
                      f" (not judged); total {_ms(r.total_time_ms)}")
         lines.append(f"destination guest alive: {r.destination_alive}")

@@ -78,6 +78,12 @@ class Result:
     cross_traffic: dict[str, Any] = field(default_factory=dict)
     # --downtime-ramp: settings, changes (t_s, iteration, limit_ms), limit_at_switchover_ms
     downtime_ramp: dict[str, Any] = field(default_factory=dict)
+    # how the lab drove QEMU (qmp or libvirt); a libvirt run's downtime_ms is
+    # libvirt's own (source paused to destination resumed), its record in libvirt
+    via: str = "qmp"
+    # --via libvirt: version, URIs, the cap applied (MiB/s), QEMU's parameters
+    # at the start, the destination's completed job statistics, QEMU's downtime
+    libvirt: dict[str, Any] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
 

@@ -133,7 +133,7 @@ def _booted_source(s: Scenario, binary: Path, link: Link, logs: Path,
             vm.shutdown()
 
 
-def _check_link(link: Link, progress: Progress) -> LinkCheck:
+def check_link(link: Link, progress: Progress) -> LinkCheck:
     progress.stage("measuring the link")
     check = link.measure()
     progress.stage(check.describe())
@@ -256,7 +256,7 @@ def lab(s: Scenario, logs: Path, progress: Progress | None = None,
     logs.mkdir(parents=True, exist_ok=True)
     with Link(s.link()) as link:
         progress.stage(f"link {link.src_ns} <-> {link.dst_ns}")
-        check = _check_link(link, progress)
+        check = check_link(link, progress)
         if on_link_measured:
             on_link_measured(check.measured_bps)
         if not check.ok:
@@ -285,13 +285,30 @@ def _qemu_label(env: Lab) -> str:
     return f"{one(s.qemu)} -> {one(s.dst_qemu)}, machine {machine_type(s)}"
 
 
+def libvirt_reasons(s: Scenario, record: dict[str, Any]) -> list[str]:
+    """What a run through libvirt adds: whose downtime is judged, the cap applied."""
+    out = [f"through libvirt {record.get('libvirt_version', '?')}: the downtime judged is"
+           " libvirt's (source paused to destination resumed)"
+           + (f"; QEMU's own was {record['qemu_downtime_ms']} ms"
+              if record.get("qemu_downtime_ms") is not None else "")]
+    applied = record.get("max_bandwidth_bytes_per_s")
+    if applied is not None and applied != s.max_bandwidth_bytes_per_s:
+        out.append(f"max-bandwidth applied {record['max_bandwidth_mib_per_s']} MiB/s"
+                   f" ({units.both_rates(applied)}), not the scenario's"
+                   f" {units.both_rates(s.max_bandwidth_bytes_per_s or 0)}: libvirt takes"
+                   " whole MiB/s")
+    return out
+
+
 def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
           tuner: Autotuner | None = None, cross: dict[str, Any] | None = None,
-          ramped: RampDriver | None = None) -> Result:
+          ramped: RampDriver | None = None,
+          libvirt: dict[str, Any] | None = None) -> Result:
     """The Result of a migration that ran in @env: guests checked, reasons given.
 
     @tuner is the automatic mode's; @cross, cross_traffic_report()'s;
-    @ramped, the downtime ramp that drove the limit."""
+    @ramped, the downtime ramp that drove the limit; @libvirt, a libvirt
+    run's record (libvirtlab.py)."""
     progress = progress or Progress.silent()
     s = env.scenario
     declared = tuner.declared_bytes_per_s if tuner else s.switchover_bandwidth_bytes_per_s
@@ -325,7 +342,9 @@ def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
                                  _switchover_how(s, source), guests, ramped)
         + ([f"the automatic mode summed {tuner.connections} migration connection(s)"]
            if tuner else [])
-        + (verdict.cross_traffic_reasons(cross) if cross else []),
+        + (verdict.cross_traffic_reasons(cross) if cross else [])
+        + (libvirt_reasons(s, libvirt) if libvirt is not None else []),
+        via=s.via, libvirt=libvirt or {},
         samples=outcome.samples)
 
 
@@ -405,6 +424,8 @@ def run(s: Scenario, logs: Path, progress: Progress | None = None,
         on_link_measured: Callable[[float], None] | None = None) -> Result:
     """One scenario, start to verdict."""
     progress = progress or Progress.silent()
+    if s.via == "libvirt":
+        return _run_via_libvirt(s, logs, progress, on_link_measured)
     with lab(s, logs, progress, on_link_measured) as env, _cross_traffic(env) as flows:
         tuner = Autotuner() if s.switchover_auto else None
         ramped = RampDriver(s.downtime_ramp) if s.downtime_ramp else None
@@ -429,3 +450,26 @@ def run(s: Scenario, logs: Path, progress: Progress | None = None,
             # leave the parameter as it was before the run
             env.src.command("migrate-set-parameters", **{PARAM: 0})
         return judge(env, outcome, progress, tuner, cross, ramped)
+
+
+def _run_via_libvirt(s: Scenario, logs: Path, progress: Progress,
+                     on_link_measured: Callable[[float], None] | None) -> Result:
+    """run() with each host's libvirtd driving QEMU (libvirtlab.py)."""
+    from . import libvirtlab  # libvirt's Python binding is needed only here
+
+    with libvirtlab.lab(s, logs, progress, on_link_measured) as env:
+        tuner = Autotuner() if s.switchover_auto else None
+        watched = tuner or (Autotuner() if s.switchover_qemu_auto else None)
+        settings = s.migration()
+        cap = settings.max_bandwidth_bytes_per_s
+        progress.stage(f"migrating through libvirt: bandwidth"
+                       f" {f'{libvirtlab.applied_cap_mib_per_s(cap)} MiB/s' if cap else 'none'},"
+                       f" max downtime {settings.downtime_limit_ms} ms")
+        outcome = libvirtlab.migrate(
+            env, settings, s.timeout_s, _steering(env, progress, tuner, None),
+            during=_sampling(env, watched) if watched else None)
+        if watched:
+            watched.write_csv(logs / "tcpinfo.csv")
+        if tuner and env.src.running and outcome.status != Status.FAILED:
+            env.src.command("migrate-set-parameters", **{PARAM: 0})  # as it was
+        return judge(env, outcome, progress, tuner, None, None, env.record)

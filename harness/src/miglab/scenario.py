@@ -22,6 +22,9 @@ from .link import LinkConfig
 from .migration import MigrationSettings
 
 ACCEL_CHOICES = ("auto", "tcg", "kvm")
+# How the lab drives QEMU: its own QMP socket, or libvirt on each host
+# (libvirtlab.py), as the management layers users cap migrations with do.
+VIA_CHOICES = ("qmp", "libvirt")
 
 # Accepted ranges. Sizes and rates reach the guest workload as unsigned 32-bit
 # MiB counts, which it would truncate silently; the host's memory bounds
@@ -82,6 +85,7 @@ class Scenario:
     downtime_ramp: ramp.DowntimeRamp | None = None
     timeout_s: float = 60.0
     accel: str = "auto"
+    via: str = "qmp"
     name: str = ""
 
     def link(self) -> LinkConfig:
@@ -265,6 +269,7 @@ FIELDS: dict[str, tuple[str, Any]] = {
     "downtime-ramp": ("downtime_ramp", _downtime_ramp),
     "timeout": ("timeout_s", _seconds),
     "accel": ("accel", _choice(ACCEL_CHOICES)),
+    "via": ("via", _choice(VIA_CHOICES)),
     "name": ("name", lambda t, w: str(t)),
 }
 
@@ -306,11 +311,22 @@ def parse(values: dict[str, Any], base: Scenario | None = None) -> Scenario:
     return scenario
 
 
+# What a run through libvirt cannot do yet, and why (checked before anything starts).
+NOT_VIA_LIBVIRT = {
+    "downtime_ramp": "--downtime-ramp (the ramp's raises go through QMP only)",
+    "cross_traffic_flows": "--cross-traffic (not tried through libvirt yet)",
+}
+
+
 def _check(s: Scenario) -> None:
     try:
         s.link()
     except ValueError as err:
         raise ScenarioError(str(err)) from None
+    if s.via == "libvirt":
+        for name, what in NOT_VIA_LIBVIRT.items():
+            if getattr(s, name):
+                raise ScenarioError(f"--via libvirt: {what} is not supported; use --via qmp")
     if s.hot_set_mib + s.zero_set_mib > s.memory_mib - 96:
         raise ScenarioError(
             f"--hot-set {s.hot_set_mib}M + --zero-set {s.zero_set_mib}M: must leave the"

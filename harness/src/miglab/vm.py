@@ -147,7 +147,7 @@ class VM:
             console_sock = self._tmpdir / "console.sock"
             self._qmp = Monitor(str(qmp_path), server=True, nickname=self.name)
             if self.config.kernel:
-                self.console = Console(console_sock, self.console_path)
+                self.console = Console.listening(console_sock, self.console_path)
             self.command_line = self.config.command(qmp_path, console_sock)
             with ownership.open_log(self.stderr_path, "wb") as err:
                 err.write((" ".join(self.command_line) + "\n").encode())

@@ -1,0 +1,361 @@
+"""A run through libvirt: the lab's two hosts each run a libvirtd, the guest
+is a libvirt domain, and the migration goes through libvirt's API, peer to
+peer, as Nova and virsh drive it (virDomainMigrateToURI3).
+
+What a libvirt 9.0 user can set, and how it is set here:
+- the cap: VIR_MIGRATE_PARAM_BANDWIDTH, whole MiB/s (libvirt multiplies by
+  2^20); the cap applied is recorded, and the run says when it is not the
+  scenario's;
+- the downtime limit: virDomainMigrateSetMaxDowntime before the migration
+  (libvirt sets downtime-limit; it saves it and restores it only when a
+  migration fails);
+- the switchover bandwidth, which libvirt does not know: declared or
+  qemu-auto as -global properties of QEMU's migration object in the
+  domain's <qemu:commandline> (libvirt copies it to the destination and
+  never reads, sets or resets a parameter it does not know); `auto` through
+  libvirt's QEMU monitor passthrough, which libvirt allows during a
+  migration (a query job; the domain is marked tainted: custom-monitor).
+
+The migration is followed with query-migrate through the same passthrough
+(the samples of a QMP run); the downtime judged is libvirt's own, from the
+destination's completed job: from the source's pause (QEMU's STOP event) to
+the destination's resume, as libvirt reports it to its users. QEMU's own
+downtime is recorded beside it when the last sample caught it.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import libvirt_qemu
+
+from . import artifacts, migration
+from .console import Console
+from .deadline import DeadlineExceeded, wait_for
+from .guest import READY, kernel_command_line
+from .libvirtdomain import DomainSpec, domain_xml, migration_globals
+from .libvirthost import LibvirtHost
+from .link import DST_ADDR, SRC_ADDR, Link
+from .migration import PARAM, TCP_PARAM, MigrationSettings, Outcome
+from .monitor import ExecuteError
+from .result import Sample
+from .runner import (
+    KVM_READY_TIMEOUT_S,
+    MIGRATION_PORT,
+    READY_TIMEOUT_S,
+    Progress,
+    RunError,
+    check_link,
+    machine_type,
+)
+from .scenario import Scenario
+from .verdict import Status
+
+log = logging.getLogger(__name__)
+
+DOMAIN = "miglab-guest"
+MIB = 1 << 20
+
+
+def _quiet(_ctx: object, err: tuple[Any, ...]) -> None:
+    # libvirt prints every error to stderr by default; the callers handle them
+    log.debug("libvirt: %s", err[2] if len(err) > 2 else err)
+
+
+libvirt.registerErrorHandler(_quiet, None)
+# After the migration's own end (completed, failed, aborted) libvirt still
+# runs its Finish and Confirm phases: resuming or killing a QEMU, seconds.
+FINISH_TIMEOUT_S = 60.0
+
+
+def applied_cap_mib_per_s(bytes_per_s: int) -> int:
+    """The whole MiB/s libvirt can apply nearest to @bytes_per_s (at least 1)."""
+    return max(1, round(bytes_per_s / MIB))
+
+
+def _qmp(dom: Any, name: str, **args: Any) -> Any:
+    """A QMP command through libvirt's monitor passthrough; QEMU's error as ExecuteError."""
+    command: dict[str, Any] = {"execute": name}
+    if args:
+        command["arguments"] = args
+    reply = json.loads(libvirt_qemu.qemuMonitorCommand(dom, json.dumps(command), 0))
+    if "error" in reply:
+        raise ExecuteError(reply, command, reply["error"].get("desc", str(reply["error"])))
+    return reply.get("return")
+
+
+def _stream_console(conn: Any, dom: Any, path: Path, name: str) -> Console:
+    """The domain's serial console through libvirt's console stream."""
+    stream = conn.newStream(0)
+    dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+
+    def source() -> bytes | None:
+        try:
+            data = stream.recv(65536)
+        except libvirt.libvirtError:
+            return b""
+        return data if isinstance(data, bytes) else None  # -2: nothing yet
+
+    def close() -> None:
+        with contextlib.suppress(libvirt.libvirtError):
+            stream.abort()
+    return Console(source, path, name, close)
+
+
+@dataclass
+class LibvirtGuest:
+    """One side's domain, as the runner's checks see a guest: its console,
+    QMP (through libvirt), whether it runs."""
+
+    name: str
+    host: LibvirtHost
+    logs: Path
+    dom: Any = None
+    console: Console | None = None
+
+    @property
+    def console_path(self) -> Path:
+        return self.logs / f"{self.name}-console.log"
+
+    def attach(self, dom: Any) -> None:
+        self.dom = dom
+        self.console = _stream_console(self.host.conn, dom, self.console_path, self.name)
+
+    @property
+    def running(self) -> bool:
+        try:
+            return bool(self.dom and self.dom.isActive())
+        except libvirt.libvirtError:
+            return False
+
+    exitcode = None
+
+    def command(self, name: str, timeout_s: float | None = None, **args: Any) -> Any:
+        return _qmp(self.dom, name, **args)
+
+    def stderr_tail(self, lines: int = 5) -> str:
+        path = self.host.log_dir / "qemu" / f"{DOMAIN}.log"
+        if not path.exists():
+            return ""
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+
+    def shutdown(self) -> None:
+        if self.console:
+            self.console.close()
+        if self.running:
+            with contextlib.suppress(libvirt.libvirtError):
+                self.dom.destroy()
+
+
+@dataclass
+class LibvirtLab:
+    """Two lab hosts with their libvirtd, the source domain at work."""
+
+    scenario: Scenario
+    link: Link
+    check: Any  # LinkCheck
+    src_host: LibvirtHost
+    dst_host: LibvirtHost
+    src: LibvirtGuest
+    dst: LibvirtGuest
+    accel: str
+    spec: DomainSpec
+    binary: Path
+    dst_binary: Path
+    logs: Path
+    record: dict[str, Any] = field(default_factory=dict)  # the result's "libvirt"
+
+
+def domain_spec(s: Scenario, binary: Path, accel: str) -> DomainSpec:
+    """The scenario's guest as a domain; the switchover bandwidth as -global."""
+    firmware, env = artifacts.qemu_runtime(binary)
+    properties = {}
+    if s.switchover_bandwidth_bytes_per_s is not None and not s.switchover_auto:
+        properties[PARAM] = str(s.switchover_bandwidth_bytes_per_s)
+    if s.switchover_qemu_auto:
+        properties[TCP_PARAM] = "on"
+    return DomainSpec(DOMAIN, binary, artifacts.kernel(), artifacts.initramfs(),
+                      kernel_command_line(s.workload()), memory_mib=s.memory_mib,
+                      vcpus=s.vcpus, numa_nodes_mib=s.numa_nodes_mib, machine=machine_type(s),
+                      accel=accel, qemu_args=migration_globals(properties),
+                      qemu_env=tuple(env.items()), firmware_dirs=tuple(firmware))
+
+
+@contextlib.contextmanager
+def _booted_source(s: Scenario, binary: Path, host: LibvirtHost, logs: Path,
+                   progress: Progress) -> Iterator[tuple[LibvirtGuest, DomainSpec, str]]:
+    """The source domain at its workload, KVM when it works (as runner.py)."""
+    candidates = [s.accel] if s.accel != "auto" else (
+        ["kvm", "tcg"] if os.path.exists("/dev/kvm") else ["tcg"])
+    for accel in candidates:
+        last = accel == candidates[-1]
+        limit = READY_TIMEOUT_S if last else KVM_READY_TIMEOUT_S
+        spec = domain_spec(s, binary, accel)
+        guest = LibvirtGuest("src", host, logs)
+        progress.stage(f"starting the source domain through libvirt ({accel})")
+        (logs / "src-domain.xml").write_text(domain_xml(spec))
+        try:
+            guest.attach(host.conn.createXML(domain_xml(spec), 0))
+        except libvirt.libvirtError as err:
+            if last:
+                raise RunError(f"libvirt could not start the domain ({accel}):"
+                               f" {err.get_error_message()}") from None
+            progress.stage(f"{accel.upper()} unusable on this host ({err.get_error_message()});"
+                           f" using {candidates[-1].upper()}")
+            continue
+        try:
+            assert guest.console
+            if guest.console.wait_for(READY, limit) is not None:
+                yield guest, spec, accel
+                return
+            if last:
+                raise RunError(f"source domain ({accel}) did not reach its workload in"
+                               f" {limit:.0f}s; console: {guest.console_path}")
+            progress.stage(f"{accel.upper()} unusable on this host (the guest did not reach its"
+                           f" workload in {limit:.0f} s); using {candidates[-1].upper()}")
+        finally:
+            guest.shutdown()
+
+
+@contextlib.contextmanager
+def lab(s: Scenario, logs: Path, progress: Progress | None = None,
+        on_link_measured: Callable[[float], None] | None = None) -> Iterator[LibvirtLab]:
+    """The link, checked; a libvirtd on each side; the source domain at work."""
+    progress = progress or Progress.silent()
+    binary = artifacts.qemu_binary(s.qemu)
+    dst_binary = artifacts.qemu_binary(s.dst_qemu or s.qemu)
+    logs.mkdir(parents=True, exist_ok=True)
+    with Link(s.link()) as link:
+        progress.stage(f"link {link.src_ns} <-> {link.dst_ns}")
+        check = check_link(link, progress)
+        if on_link_measured:
+            on_link_measured(check.measured_bps)
+        progress.stage("starting a libvirtd on each host")
+        with LibvirtHost("src", link.src_ns, SRC_ADDR, logs) as src_host, \
+                LibvirtHost("dst", link.dst_ns, DST_ADDR, logs) as dst_host, \
+                _booted_source(s, binary, src_host, logs, progress) as (src, spec, accel):
+            dst = LibvirtGuest("dst", dst_host, logs)
+            record = {"libvirt_version": _version(src_host.conn.getLibVersion()),
+                      "src_uri": src_host.uri, "dst_uri": dst_host.tcp_uri}
+            env = LibvirtLab(s, link, check, src_host, dst_host, src, dst, accel, spec,
+                             binary, dst_binary, logs, record)
+            try:
+                yield env
+            finally:
+                dst.shutdown()
+
+
+def _version(number: int) -> str:
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+
+
+def _watch_destination(env: LibvirtLab, until: threading.Event) -> threading.Thread:
+    """Opens the destination domain's console as soon as libvirt has made it
+    (its Prepare phase, before any RAM is sent), so its first line is seen."""
+    def watch() -> None:
+        def attached() -> bool | None:
+            if until.is_set() and env.dst.dom is None:
+                return True  # the migration ended before it could be seen
+            try:
+                # the domain exists from Prepare on; its console once QEMU runs
+                env.dst.attach(env.dst_host.conn.lookupByName(DOMAIN))
+                return True
+            except libvirt.libvirtError:
+                env.dst.dom = None
+                return None
+        with contextlib.suppress(DeadlineExceeded):
+            wait_for(attached, env.scenario.timeout_s + FINISH_TIMEOUT_S,
+                     "the destination domain's console", 0.02)
+    thread = threading.Thread(target=watch, name="libvirt-dst-watch", daemon=True)
+    thread.start()
+    return thread
+
+
+def migrate(env: LibvirtLab, settings: MigrationSettings, deadline_s: float,
+            on_sample: Callable[[Sample], None] | None = None,
+            during: Callable[[float], contextlib.AbstractContextManager[object]] | None = None
+            ) -> Outcome:
+    """The migration through virDomainMigrateToURI3, followed until it ends."""
+    dom = env.src.dom
+    dom.migrateSetMaxDowntime(settings.downtime_limit_ms, 0)
+    flags = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER
+    params: dict[str, Any] = {libvirt.VIR_MIGRATE_PARAM_URI:
+                              f"tcp://{DST_ADDR}:{MIGRATION_PORT}"}
+    cap = settings.max_bandwidth_bytes_per_s
+    if cap is not None:
+        params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = applied_cap_mib_per_s(cap)
+        env.record["max_bandwidth_mib_per_s"] = applied_cap_mib_per_s(cap)
+        env.record["max_bandwidth_bytes_per_s"] = applied_cap_mib_per_s(cap) * MIB
+    if settings.multifd_channels:
+        flags |= libvirt.VIR_MIGRATE_PARALLEL
+        params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = settings.multifd_channels
+    if env.dst_binary != env.binary:
+        params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = domain_xml(env.spec, env.dst_binary)
+    if settings.avail_switchover_bandwidth_bytes_per_s == 0:  # auto starts from QEMU's estimate
+        env.src.command("migrate-set-parameters", **{PARAM: 0})
+    env.record["parameters"] = env.src.command("query-migrate-parameters")
+
+    done = threading.Event()
+    failure: list[str] = []
+
+    def perform() -> None:
+        try:
+            dom.migrateToURI3(env.dst_host.tcp_uri, params, flags)
+        except libvirt.libvirtError as err:
+            failure.append(err.get_error_message() or str(err))
+        finally:
+            done.set()
+
+    watcher = _watch_destination(env, done)
+    started = time.monotonic()
+    performer = threading.Thread(target=perform, name="libvirt-migrate", daemon=True)
+    performer.start()
+    qemu_final: dict[str, Any] = {}
+
+    def query() -> dict[str, Any]:
+        if not done.is_set():
+            try:
+                info = _qmp(dom, "query-migrate")
+                if info.get("status") in migration.FINAL_STATES:
+                    qemu_final.update(info)
+                    done.wait(FINISH_TIMEOUT_S)  # libvirt's Finish and Confirm
+                else:
+                    return info
+            except libvirt.libvirtError:  # the source QEMU is gone: libvirt ended it
+                done.wait(FINISH_TIMEOUT_S)
+        if not done.is_set():
+            return {"status": "active"}
+        if failure:
+            return {"status": "failed", "error-desc": failure[0]}
+        # (libvirt's own figures replace these below)
+        return {"status": "completed", "total-time": round((time.monotonic() - started) * 1000)}
+
+    samples: list[Sample] = []
+    with during(started) if during else contextlib.nullcontext():
+        info = migration.follow(query, started, deadline_s, samples, on_sample)
+    ended = time.monotonic()
+    status = info.get("status")
+    if status not in migration.FINAL_STATES:
+        dom.abortJob()
+        done.wait(FINISH_TIMEOUT_S)
+        performer.join(1)
+        return Outcome(Status.NOT_CONVERGED, samples, started_at=started, ended_at=ended)
+    performer.join(1)
+    watcher.join(FINISH_TIMEOUT_S)
+    if failure:
+        return Outcome(Status.FAILED, samples, error=f"libvirt: {failure[0]}",
+                       started_at=started, ended_at=ended)
+    job = env.dst.dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED) if env.dst.dom else {}
+    env.record["job"] = job
+    env.record["qemu_downtime_ms"] = qemu_final.get("downtime")
+    return Outcome(Status.COMPLETED, samples, downtime_ms=job.get("downtime"),
+                   total_time_ms=job.get("time_elapsed"), started_at=started, ended_at=ended)
