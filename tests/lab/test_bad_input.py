@@ -41,6 +41,11 @@ CASES = {
                                      command="compare"),
     # a prefix of --downtime-limit (or of --downtime-ramp): never taken for one
     "option-prefix": Case(("--downtime", "300"), "unrecognized arguments: --downtime"),
+    "via-unknown": Case(("--via", "virsh"), "--via 'virsh': accepted qmp, libvirt"),
+    "via-libvirt-ramp": Case(("--via", "libvirt", "--downtime-ramp", "on"),
+                             "--via libvirt: --downtime-ramp"),
+    "via-libvirt-cross-traffic": Case(("--via", "libvirt", "--cross-traffic", "2"),
+                                      "--via libvirt: --cross-traffic"),
     "timeout-nan": Case(("--timeout", "nan"), "--timeout 'nan'"),
     "timeout-inf": Case(("--timeout", "inf"), "--timeout 'inf'"),
     "yaml-timeout-nan": Case(("--scenario", "{tmp}/nan.yaml"), "--timeout 'nan'"),

@@ -153,3 +153,46 @@ def test_qemu_that_stops_answering_ends_the_run_with_a_clear_error(tmp_path: Pat
     assert not src.alive()
     # the QMP deadline (10 s), a look for the guest (3 s), the kill: well inside 60 s
     assert took < 60, took
+
+
+def descendants(pid: int) -> list[ownership.ProcessId]:
+    """@pid's children, theirs, and so on, as the kernel lists them now."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            if (ident := ownership.ProcessId.of(child)) is not None:
+                out += [ident, *descendants(child)]
+    return out
+
+
+def test_sigkill_of_a_libvirt_run_leaves_no_libvirtd_or_qemu(tmp_path: Path) -> None:
+    """Each lab host's libvirtd is PID 1 of its own PID namespace under
+    `unshare --kill-child`: the harness's death ends the namespace, and with
+    it libvirtd and every QEMU libvirt started (daemonized, so not our
+    children); what the record names is then cleanup's."""
+    proc = start_run(tmp_path, "--via", "libvirt", "--timeout", "300")
+    try:
+        wait_until_migrating(proc, " active ")
+        record = record_of(proc.pid)
+        hosts = [e for e in record.entries if e.kind == "process" and "libvirtd" in e.what]
+        assert len(hosts) == 2, record.entries
+        started = [p for e in hosts for p in descendants(int(e.name))]
+        comms = [Path(f"/proc/{p.pid}/comm").read_text().strip() for p in started]
+        assert comms.count("libvirtd") == 2 and comms.count("qemu-system-x86") == 2, comms
+        proc.kill()
+        proc.wait()
+        wait_for(lambda: not any(p.alive() for p in started), NO_ORPHAN_WITHIN_S,
+                 "the hosts' libvirtd and QEMUs to die with the run", interval_s=0.05)
+    finally:
+        proc.kill()
+    made = {e.name for e in record.entries if e.kind in ("namespace", "directory")}
+    assert any("miglab-libvirt-" in name for name in made), made
+    out = subprocess.run([*MIGLAB, "cleanup"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for name in made:
+        assert name in out.stdout, out.stdout
+    assert not record.path.exists()

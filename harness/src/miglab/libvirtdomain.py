@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+MIB = 1 << 20
 ET.register_namespace("qemu", QEMU_NS)
 
 
@@ -41,6 +42,12 @@ class DomainSpec:
         if self.numa_nodes_mib and sum(self.numa_nodes_mib) != self.memory_mib:
             raise ValueError(f"NUMA nodes {self.numa_nodes_mib} do not add up to"
                              f" {self.memory_mib} MiB")
+
+
+def applied_cap_mib_per_s(bytes_per_s: int) -> int:
+    """The cap libvirt can apply nearest to @bytes_per_s: VIR_MIGRATE_PARAM_BANDWIDTH
+    is whole MiB/s (libvirt multiplies by 2^20), and 0 would mean no cap."""
+    return max(1, round(bytes_per_s / MIB))
 
 
 def migration_globals(properties: dict[str, str]) -> tuple[str, ...]:

@@ -42,7 +42,7 @@ from . import artifacts, migration
 from .console import Console
 from .deadline import DeadlineExceeded, wait_for
 from .guest import READY, kernel_command_line
-from .libvirtdomain import DomainSpec, domain_xml, migration_globals
+from .libvirtdomain import MIB, DomainSpec, applied_cap_mib_per_s, domain_xml, migration_globals
 from .libvirthost import LibvirtHost
 from .link import DST_ADDR, SRC_ADDR, Link
 from .migration import PARAM, TCP_PARAM, MigrationSettings, Outcome
@@ -63,7 +63,6 @@ from .verdict import Status
 log = logging.getLogger(__name__)
 
 DOMAIN = "miglab-guest"
-MIB = 1 << 20
 
 
 def _quiet(_ctx: object, err: tuple[Any, ...]) -> None:
@@ -75,11 +74,6 @@ libvirt.registerErrorHandler(_quiet, None)
 # After the migration's own end (completed, failed, aborted) libvirt still
 # runs its Finish and Confirm phases: resuming or killing a QEMU, seconds.
 FINISH_TIMEOUT_S = 60.0
-
-
-def applied_cap_mib_per_s(bytes_per_s: int) -> int:
-    """The whole MiB/s libvirt can apply nearest to @bytes_per_s (at least 1)."""
-    return max(1, round(bytes_per_s / MIB))
 
 
 def _qmp(dom: Any, name: str, **args: Any) -> Any:
