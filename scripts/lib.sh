@@ -142,3 +142,28 @@ ensure_libvirt_host() {
     fi
     mkdir -p /var/lib/libvirt /var/log/libvirt /var/cache/libvirt /etc/libvirt
 }
+
+# Debian's sshd for the lab's hosts when a test reaches them over qemu+ssh:
+# extracted from its package into the cache, not installed, so that no
+# host service is set up or started. Its privilege separation needs the
+# user sshd, as the package would make it.
+ensure_sshd() {
+    local dir=$MIGLAB_CACHE/openssh
+    ensure_packages openssh-client libwrap0
+    if [ ! -x "$dir/usr/sbin/sshd" ]; then
+        apt_update_once
+        local tmp
+        tmp=$(mktemp -d)
+        (cd "$tmp" && apt-get download -q openssh-server >/dev/null 2>&1) ||
+            { rm -rf "$tmp"; die "apt-get download openssh-server failed"; }
+        mkdir -p "$dir"
+        dpkg-deb -x "$tmp"/openssh-server_*.deb "$dir" || { rm -rf "$tmp"; die "extracting sshd failed"; }
+        rm -rf "$tmp"
+        log "extracted Debian's sshd into $dir"
+    fi
+    if ! getent passwd sshd >/dev/null; then
+        useradd --system --no-create-home --home-dir /run/sshd --shell /usr/sbin/nologin sshd ||
+            die "could not add the user sshd"
+        log "added the system user sshd (sshd's privilege separation)"
+    fi
+}

@@ -105,3 +105,14 @@ def test_the_cap_libvirt_can_apply(bytes_per_s: int, mib: int) -> None:
 def test_bad_accel_is_refused() -> None:
     with pytest.raises(ValueError, match="accepted tcg, kvm"):
         spec(accel="hvf")
+
+
+def test_the_readme_gives_libvirt_users_the_xml_the_lab_runs() -> None:
+    """The README's <qemu:commandline> for qemu-auto is what a libvirt run
+    of the lab puts in its domain (libvirt.yaml's patched-qemu-auto)."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme[readme.index("<qemu:commandline>"):readme.index("</qemu:commandline>")]
+    assert tuple(re.findall(r"<qemu:arg value='([^']*)'/>", block)) == \
+        migration_globals({"tcp-switchover-bandwidth": "on"})

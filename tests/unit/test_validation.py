@@ -400,3 +400,29 @@ def test_netem_options_are_refused_where_the_kernel_lacks_it(
                               " have; links with only a rate work")
     monkeypatch.setattr(preflight, "netem_available", lambda: True)
     preflight._check_netem([s])
+
+
+REMOTE = {"via": "libvirt", "src-uri": "qemu+ssh://root@host1/system",
+          "dst-uri": "qemu+ssh://root@host2/system", "migrate-address": "host2"}
+
+
+def test_two_hosts_given_by_uri() -> None:
+    s = scenario.parse(REMOTE)
+    assert s.remote and s.migrate_address == "host2"
+    assert not scenario.parse({"via": "libvirt"}).remote
+
+
+@pytest.mark.parametrize("values,needle", [
+    ({"src-uri": REMOTE["src-uri"], "via": "libvirt"}, "--src-uri: give all of src-uri,"
+                                                       " dst-uri, migrate-address"),
+    ({**REMOTE, "via": "qmp"}, "between two hosts only with --via libvirt"),
+    ({**REMOTE, "switchover-bandwidth": "auto"}, "use qemu-auto"),
+    ({**REMOTE, "link-delay": "5ms"}, "there is none"),
+    ({**REMOTE, "dst-uri": REMOTE["src-uri"]}, "the same host"),
+    ({**REMOTE, "src-uri": "http://host1/system"}, "--src-uri 'http://host1/system': expected"
+                                                   " a libvirt URI"),
+    ({**REMOTE, "dst-uri": "qemu+ssh://host2/session"}, "expected a libvirt URI"),
+    ({**REMOTE, "migrate-address": "-oProxyCommand=x"}, "--migrate-address"),
+])
+def test_bad_two_host_input_is_refused(values: dict, needle: str) -> None:
+    assert needle in refused(values)

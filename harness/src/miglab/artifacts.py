@@ -117,3 +117,12 @@ def initramfs() -> Path:
             return path
     raise MissingArtifact(
         f"guest initramfs missing ({candidates[-1]}): run 'meson setup build && ninja -C build'")
+
+
+def sshd() -> Path:
+    """Debian's sshd, extracted (not installed) by scripts/setup: the lab's
+    hosts run one each when a test reaches them as remote hosts."""
+    path = cache_dir() / "openssh" / "usr" / "sbin" / "sshd"
+    if not path.exists():
+        raise MissingArtifact(f"sshd missing ({path}): run scripts/setup")
+    return path

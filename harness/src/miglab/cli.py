@@ -79,6 +79,15 @@ SCENARIO_OPTIONS = {
     "via": "qmp (default: miglab drives QEMU's monitor) or libvirt (a libvirtd on each"
            " lab host runs the guest as a domain and migrates it through libvirt's API,"
            " peer to peer, as Nova and virsh do)",
+    "src-uri": "with --via libvirt, between two libvirt hosts of yours instead of the lab's"
+               " own: the source's URI, e.g. qemu+ssh://root@host1/system (with --dst-uri"
+               " and --migrate-address; no link or namespace is made, the guest's kernel"
+               " and initramfs are uploaded through libvirt, the QEMU --qemu names must be"
+               " at the same path on the hosts)",
+    "dst-uri": "the destination host's libvirt URI, as the harness and the source's libvirtd"
+               " reach it (peer to peer)",
+    "migrate-address": "the destination's address on the network the migration's data"
+                       " should take",
     "name": "a name for the run, used in reports",
 }
 
@@ -95,6 +104,8 @@ EXIT_STATUS = """exit status:
        verdict (a variant that fails its verdict is a row of the table, not
        an error); cleanup, autotune: done
   1    run: it ran, and did not pass its verdict (the summary says why)
+  3    run: it passed its verdict on QEMU's downtime, but the guest was seen
+       paused longer than the limit (its blackout, less the error bound)
   2    bad input, or an error that stopped the command (nothing is left behind)
   130  interrupted (Ctrl-C): everything it started is removed"""
 
@@ -373,7 +384,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     where.append(f"logs: {logs}" if not tmp else
                  "logs: not kept (give --json FILE or --logs DIR to keep them)")
     print("; ".join(where))
-    return 0 if verdict.passed(result) else 1
+    if not verdict.passed(result):
+        return 1
+    return 3 if result.paused_over_limit else 0
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:

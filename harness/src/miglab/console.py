@@ -121,6 +121,6 @@ class Console:
 
     def close(self) -> None:
         self._closed = True
-        self._thread.join(timeout=2)
-        if self._on_close:
+        if self._on_close:  # ends a read that is waiting (a libvirt stream's blocks)
             self._on_close()
+        self._thread.join(timeout=2)

@@ -8,6 +8,7 @@ verification passes and the corrupt pages they found.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import time
@@ -304,3 +305,48 @@ def blackout_ms(before: list[float], after: list[float]) -> float | None:
     if not before or not after:
         return None
     return (after[0] - before[-1]) * 1000.0
+
+
+# The heartbeats around the switchover whose spacing bounds the error of the
+# blackout: the source's last ones, the destination's first ones.
+RESOLUTION_HEARTBEATS = 50
+
+
+@dataclass(frozen=True)
+class Blackout:
+    """The guest's pause as seen from outside, and how far off that can be.
+
+    The guest stopped somewhere between the source's last heartbeat and the
+    one it would have printed next, and resumed somewhere between the
+    destination's first heartbeat and the one before it would have been:
+    so the pause is between `ms - error_ms` and `ms`, where error_ms is the
+    longest spacing of the source's last and of the destination's first
+    heartbeats, added (each at least the heartbeat period). Both consoles
+    reach the host the same way (a socket chardev, or libvirt's stream),
+    so their delivery delays cancel out to within that spacing.
+    """
+
+    ms: float
+    error_ms: float
+    last_before_s: float  # the source's last heartbeat (host monotonic time)
+    first_after_s: float  # the destination's first
+
+    @property
+    def at_least_ms(self) -> float:
+        return max(0.0, self.ms - self.error_ms)
+
+
+def _longest_gap_ms(times: list[float], period_ms: float) -> float:
+    gaps = [(b - a) * 1000.0 for a, b in itertools.pairwise(times)]
+    return max([period_ms, *gaps])
+
+
+def blackout(before: list[float], after: list[float], period_ms: float) -> Blackout | None:
+    """blackout_ms() with its error bound (Blackout), from the heartbeats'
+    own spacing around the switchover; None without heartbeats on both sides."""
+    gap = blackout_ms(before, after)
+    if gap is None:
+        return None
+    error = (_longest_gap_ms(before[-RESOLUTION_HEARTBEATS:], period_ms)
+             + _longest_gap_ms(after[:RESOLUTION_HEARTBEATS], period_ms))
+    return Blackout(gap, error, before[-1], after[0])

@@ -18,9 +18,12 @@ authentication, listening only on the lab address inside the namespace).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import pwd
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -28,7 +31,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from . import ownership
+from . import artifacts, ownership
 from .deadline import DeadlineExceeded, wait_for
 
 log = logging.getLogger(__name__)
@@ -41,15 +44,34 @@ START_TIMEOUT_S = 30.0
 # PID 1 of a host's PID namespace: it starts libvirtd and reaps every
 # process that ends there. libvirt daemonizes QEMU, so a QEMU that exits
 # becomes PID 1's child; unreaped, it would stay a zombie that libvirt
-# takes for a QEMU that ignores SIGKILL (and waits on for 40 s).
+# takes for a QEMU that ignores SIGKILL (and waits on for 40 s). SIGUSR2
+# kills libvirtd alone, as `kill -9` of the daemon on a real host (its
+# QEMUs run on); SIGUSR1 starts it again. libvirtd ending otherwise ends
+# the host.
 INIT = """\
-import os, sys
-child = os.fork()
-if child == 0:
-    os.execv(sys.argv[1], sys.argv[1:])
+import os, signal, sys
+state = {"child": 0, "killed": False}
+def start():
+    state["child"] = os.fork()
+    if state["child"] == 0:
+        os.execv(sys.argv[1], sys.argv[1:])
+def kill(*_):
+    state["killed"] = True
+    os.kill(state["child"], signal.SIGKILL)
+def restart(*_):
+    if state["killed"]:
+        state["killed"] = False
+        start()
+signal.signal(signal.SIGUSR2, kill)
+signal.signal(signal.SIGUSR1, restart)
+start()
 while True:
-    pid, status = os.wait()
-    if pid == child:
+    try:
+        pid, status = os.wait()
+    except ChildProcessError:
+        signal.pause()
+        continue
+    if pid == state["child"] and not state["killed"]:
         sys.exit(os.waitstatus_to_exitcode(status))
 """
 # libvirt's own mount points (Debian's paths), each given a private directory.
@@ -71,6 +93,16 @@ stdio_handler = "file"
 
 class LibvirtHostError(RuntimeError):
     """A lab host's libvirtd could not be started or reached."""
+
+
+def quiet_libvirt() -> None:
+    """libvirt prints every error to stderr by default; miglab's callers
+    handle them (and log them with -v)."""
+    import libvirt
+
+    def handler(_ctx: object, err: tuple[Any, ...]) -> None:
+        log.debug("libvirt: %s", err[2] if len(err) > 2 else err)
+    libvirt.registerErrorHandler(handler, None)
 
 
 def missing() -> str | None:
@@ -142,7 +174,7 @@ class LibvirtHost:
             binds = [(self._dir / "run", "/run/libvirt"), (self.log_dir, "/var/log/libvirt")]
             binds += [(self._dir / sub, point) for sub, point in MOUNTS.items()]
             script = ("set -e; mount -t tmpfs -o mode=0755 miglab /run;"
-                      " mkdir /run/libvirt /run/lock; ")
+                      " mkdir /run/libvirt /run/lock /run/sshd; ")
             script += "".join(f"mount --bind {shlex.quote(str(a))} {b}; " for a, b in binds)
             script += (f"hostname {shlex.quote(self.name)}; exec {shlex.quote(sys.executable)}"
                        f" -c {shlex.quote(INIT)} {LIBVIRTD} --listen")
@@ -184,6 +216,54 @@ class LibvirtHost:
                 lines += path.read_text(errors="replace").strip().splitlines()[-3:]
         return " | ".join(lines) or "no output"
 
+    def _init_pid(self) -> int:
+        """PID 1 of the host's PID namespace (unshare's one child), in ours."""
+        assert self._process
+        children = Path(f"/proc/{self._process.pid}/task/{self._process.pid}/children")
+        return int(children.read_text().split()[0])
+
+    def kill_daemon(self) -> None:
+        """Kill libvirtd alone (SIGKILL), as a host's daemon dies; its QEMUs run on."""
+        os.kill(self._init_pid(), signal.SIGUSR2)
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+    def restart_daemon(self) -> None:
+        """Start libvirtd again after kill_daemon() and connect to it."""
+        os.kill(self._init_pid(), signal.SIGUSR1)
+        self._conn = self._connect()
+
+    def start_sshd(self, authorized_keys: Path) -> None:
+        """An sshd in this host's namespaces, on its lab address, for those
+        whose key is in @authorized_keys: the host reached as a remote one is
+        (qemu+ssh). It ends with the host."""
+        assert self._dir
+        key = self._dir / "ssh_host_ed25519_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
+                       check=True, capture_output=True)
+        options = {"ListenAddress": self.listen_addr, "HostKey": str(key),
+                   "AuthorizedKeysFile": str(authorized_keys), "PidFile": "none",
+                   "PermitRootLogin": "prohibit-password", "UsePAM": "no",
+                   "PasswordAuthentication": "no", "KbdInteractiveAuthentication": "no",
+                   "StrictModes": "no"}
+        command = ["nsenter", "--target", str(self._init_pid()), "--mount", "--uts", "--pid",
+                   "--", str(artifacts.sshd()), "-D", "-e", "-f", "/dev/null"]
+        command += [arg for k, v in options.items() for arg in ("-o", f"{k}={v}")]
+        with ownership.open_log(self.log_dir / "sshd.log", "wb") as out:
+            process, entry = ownership.spawn(command, f"{self.name} sshd", self.netns,
+                                             stdin=subprocess.DEVNULL, stdout=out,
+                                             stderr=out, start_new_session=True)
+        self._made.insert(0, entry)  # released after the host's libvirtd
+
+        def listening() -> bool | None:
+            if process.poll() is not None:
+                raise LibvirtHostError(f"{self.name} sshd exited: "
+                                       f"{(self.log_dir / 'sshd.log').read_text()[-300:]}")
+            return "Server listening" in (self.log_dir / "sshd.log").read_text() or None
+        wait_for(listening, START_TIMEOUT_S, f"{self.name} sshd", 0.05)
+
     @property
     def conn(self) -> Any:
         if self._conn is None:
@@ -211,6 +291,45 @@ class LibvirtHost:
             return done
 
     def __enter__(self) -> LibvirtHost:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class RemoteHost:
+    """A libvirt host of the user's, given by URI: nothing is made on it but
+    what a run records (ownership.py, kind "libvirt") and removes."""
+
+    def __init__(self, name: str, uri: str) -> None:
+        self.name, self.uri, self.tcp_uri = name, uri, uri
+        self.log_dir: Path | None = None  # its logs stay on the host
+        self._conn: Any = None
+
+    def start(self) -> None:
+        import libvirt
+
+        quiet_libvirt()
+        try:
+            self._conn = libvirt.open(self.uri)
+        except libvirt.libvirtError as err:
+            raise LibvirtHostError(f"--{self.name}-uri {self.uri}: {err.get_error_message()}"
+                                   ) from None
+
+    @property
+    def conn(self) -> Any:
+        if self._conn is None:
+            raise LibvirtHostError(f"{self.uri}: not connected")
+        return self._conn
+
+    def stop(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> RemoteHost:
         self.start()
         return self
 

@@ -28,8 +28,10 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import threading
 import time
+import uuid as uuid_module
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,13 +40,13 @@ from typing import Any
 import libvirt
 import libvirt_qemu
 
-from . import artifacts, migration
+from . import artifacts, migration, ownership
 from .console import Console
 from .deadline import DeadlineExceeded, wait_for
 from .guest import READY, kernel_command_line
 from .libvirtdomain import MIB, DomainSpec, applied_cap_mib_per_s, domain_xml, migration_globals
-from .libvirthost import LibvirtHost
-from .link import DST_ADDR, SRC_ADDR, Link
+from .libvirthost import LibvirtHost, RemoteHost, quiet_libvirt
+from .link import DST_ADDR, SRC_ADDR, Link, LinkCheck
 from .migration import PARAM, TCP_PARAM, MigrationSettings, Outcome
 from .monitor import ExecuteError
 from .result import Sample
@@ -63,17 +65,14 @@ from .verdict import Status
 log = logging.getLogger(__name__)
 
 DOMAIN = "miglab-guest"
-
-
-def _quiet(_ctx: object, err: tuple[Any, ...]) -> None:
-    # libvirt prints every error to stderr by default; the callers handle them
-    log.debug("libvirt: %s", err[2] if len(err) > 2 else err)
-
-
-libvirt.registerErrorHandler(_quiet, None)
 # After the migration's own end (completed, failed, aborted) libvirt still
 # runs its Finish and Confirm phases: resuming or killing a QEMU, seconds.
 FINISH_TIMEOUT_S = 60.0
+# Where a run's storage pool goes on a host given by URI (libvirt's own
+# directory for images, there on every host libvirt's packages set up).
+POOL_PARENT = "/var/lib/libvirt/images"
+
+quiet_libvirt()
 
 
 def _qmp(dom: Any, name: str, **args: Any) -> Any:
@@ -111,7 +110,7 @@ class LibvirtGuest:
     QMP (through libvirt), whether it runs."""
 
     name: str
-    host: LibvirtHost
+    host: LibvirtHost | RemoteHost
     logs: Path
     dom: Any = None
     console: Console | None = None
@@ -137,6 +136,8 @@ class LibvirtGuest:
         return _qmp(self.dom, name, **args)
 
     def stderr_tail(self, lines: int = 5) -> str:
+        if self.host.log_dir is None:  # a host given by URI keeps its logs
+            return ""
         path = self.host.log_dir / "qemu" / f"{DOMAIN}.log"
         if not path.exists():
             return ""
@@ -152,13 +153,14 @@ class LibvirtGuest:
 
 @dataclass
 class LibvirtLab:
-    """Two lab hosts with their libvirtd, the source domain at work."""
+    """Two hosts with their libvirtd, the source domain at work: the lab's own
+    (a link, checked) or two given by URI (no link made: @link and @check None)."""
 
     scenario: Scenario
-    link: Link
-    check: Any  # LinkCheck
-    src_host: LibvirtHost
-    dst_host: LibvirtHost
+    link: Link | None
+    check: LinkCheck | None
+    src_host: LibvirtHost | RemoteHost
+    dst_host: LibvirtHost | RemoteHost
     src: LibvirtGuest
     dst: LibvirtGuest
     accel: str
@@ -166,10 +168,30 @@ class LibvirtLab:
     binary: Path
     dst_binary: Path
     logs: Path
+    migrate_address: str = DST_ADDR
     record: dict[str, Any] = field(default_factory=dict)  # the result's "libvirt"
 
+    def new_destination(self) -> LibvirtGuest:
+        """A fresh destination side for a retry (the last one is let go)."""
+        self.dst.shutdown()
+        self.dst = LibvirtGuest("dst-retry", self.dst_host, self.logs)
+        return self.dst
 
-def domain_spec(s: Scenario, binary: Path, accel: str) -> DomainSpec:
+
+@dataclass(frozen=True)
+class GuestFiles:
+    """Where each host has the guest's kernel and initramfs."""
+
+    kernel: Path
+    initramfs: Path
+
+    @classmethod
+    def local(cls) -> GuestFiles:
+        return cls(artifacts.kernel(), artifacts.initramfs())
+
+
+def domain_spec(s: Scenario, binary: Path, accel: str, files: GuestFiles,
+                uuid: str | None = None) -> DomainSpec:
     """The scenario's guest as a domain; the switchover bandwidth as -global."""
     firmware, env = artifacts.qemu_runtime(binary)
     properties = {}
@@ -177,23 +199,24 @@ def domain_spec(s: Scenario, binary: Path, accel: str) -> DomainSpec:
         properties[PARAM] = str(s.switchover_bandwidth_bytes_per_s)
     if s.switchover_qemu_auto:
         properties[TCP_PARAM] = "on"
-    return DomainSpec(DOMAIN, binary, artifacts.kernel(), artifacts.initramfs(),
-                      kernel_command_line(s.workload()), memory_mib=s.memory_mib,
+    return DomainSpec(DOMAIN, binary, files.kernel, files.initramfs,
+                      kernel_command_line(s.workload()), uuid=uuid, memory_mib=s.memory_mib,
                       vcpus=s.vcpus, numa_nodes_mib=s.numa_nodes_mib, machine=machine_type(s),
                       accel=accel, qemu_args=migration_globals(properties),
                       qemu_env=tuple(env.items()), firmware_dirs=tuple(firmware))
 
 
 @contextlib.contextmanager
-def _booted_source(s: Scenario, binary: Path, host: LibvirtHost, logs: Path,
-                   progress: Progress) -> Iterator[tuple[LibvirtGuest, DomainSpec, str]]:
+def _booted_source(s: Scenario, binary: Path, host: LibvirtHost | RemoteHost, logs: Path,
+                   progress: Progress, files: GuestFiles, uuid: str | None = None
+                   ) -> Iterator[tuple[LibvirtGuest, DomainSpec, str]]:
     """The source domain at its workload, KVM when it works (as runner.py)."""
-    candidates = [s.accel] if s.accel != "auto" else (
-        ["kvm", "tcg"] if os.path.exists("/dev/kvm") else ["tcg"])
+    has_kvm = s.remote or os.path.exists("/dev/kvm")  # a remote host's is tried
+    candidates = [s.accel] if s.accel != "auto" else (["kvm", "tcg"] if has_kvm else ["tcg"])
     for accel in candidates:
         last = accel == candidates[-1]
         limit = READY_TIMEOUT_S if last else KVM_READY_TIMEOUT_S
-        spec = domain_spec(s, binary, accel)
+        spec = domain_spec(s, binary, accel, files, uuid)
         guest = LibvirtGuest("src", host, logs)
         progress.stage(f"starting the source domain through libvirt ({accel})")
         (logs / "src-domain.xml").write_text(domain_xml(spec))
@@ -236,16 +259,105 @@ def lab(s: Scenario, logs: Path, progress: Progress | None = None,
         progress.stage("starting a libvirtd on each host")
         with LibvirtHost("src", link.src_ns, SRC_ADDR, logs) as src_host, \
                 LibvirtHost("dst", link.dst_ns, DST_ADDR, logs) as dst_host, \
-                _booted_source(s, binary, src_host, logs, progress) as (src, spec, accel):
+                _booted_source(s, binary, src_host, logs, progress,
+                               GuestFiles.local()) as (src, spec, accel):
             dst = LibvirtGuest("dst", dst_host, logs)
             record = {"libvirt_version": _version(src_host.conn.getLibVersion()),
                       "src_uri": src_host.uri, "dst_uri": dst_host.tcp_uri}
             env = LibvirtLab(s, link, check, src_host, dst_host, src, dst, accel, spec,
-                             binary, dst_binary, logs, record)
+                             binary, dst_binary, logs, record=record)
             try:
                 yield env
             finally:
                 dst.shutdown()
+
+
+@contextlib.contextmanager
+def _uploaded(host: RemoteHost, token: str, logs: Path) -> Iterator[GuestFiles]:
+    """The guest's kernel and initramfs put on @host through libvirt itself: a
+    directory storage pool made for the run (recorded before it is defined;
+    removed with its volumes and directory on the way out), its volumes
+    uploaded through libvirt streams. The same path on every host, so the
+    destination's QEMU finds the files where the source's did."""
+    record = ownership.current()
+    pool_uuid = str(uuid_module.uuid4())
+    path = Path(POOL_PARENT) / f"miglab-{token}"
+    entry = record.add(ownership.Entry("libvirt", f"pool:{pool_uuid}",
+                                       f"storage pool miglab-{token}", uri=host.uri))
+    try:
+        pool = host.conn.storagePoolDefineXML(
+            f"<pool type='dir'><name>miglab-{token}</name><uuid>{pool_uuid}</uuid>"
+            f"<target><path>{path}</path></target></pool>", 0)
+        pool.build(0)
+        pool.create(0)
+        local = GuestFiles.local()
+        for source in (local.kernel, local.initramfs):
+            size = source.stat().st_size
+            volume = pool.createXML(
+                f"<volume><name>{source.name}</name><capacity unit='bytes'>{size}</capacity>"
+                "<target><format type='raw'/></target></volume>", 0)
+            stream = host.conn.newStream(0)
+            volume.upload(stream, 0, size, 0)
+            with source.open("rb") as f:
+                stream.sendAll(lambda _stream, nbytes, f: f.read(nbytes), f)
+            stream.finish()
+        yield GuestFiles(path / local.kernel.name, path / local.initramfs.name)
+    except libvirt.libvirtError as err:
+        raise RunError(f"{host.uri}: putting the guest's files there:"
+                       f" {err.get_error_message()}") from None
+    finally:
+        record.release(entry)
+
+
+def _check_emulator(host: RemoteHost, binary: Path) -> None:
+    try:
+        host.conn.getDomainCapabilities(str(binary), "x86_64", None, "qemu", 0)
+    except libvirt.libvirtError as err:
+        raise RunError(f"{host.uri}: no usable QEMU at {binary}: {err.get_error_message()}"
+                       ) from None
+
+
+@contextlib.contextmanager
+def remote_lab(s: Scenario, logs: Path,
+               progress: Progress | None = None) -> Iterator[LibvirtLab]:
+    """Two libvirt hosts given by URI: no link or namespace is made; the
+    guest's files are uploaded to each, the domain (a UUID made for the run,
+    recorded on both hosts before it exists) started on the source."""
+    progress = progress or Progress.silent()
+    binary = artifacts.qemu_binary(s.qemu)
+    dst_binary = artifacts.qemu_binary(s.dst_qemu or s.qemu)
+    logs.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(6)
+    dom_uuid = str(uuid_module.uuid4())
+    record = ownership.current()
+    with RemoteHost("src", s.src_uri) as src_host, RemoteHost("dst", s.dst_uri) as dst_host:
+        progress.stage(f"hosts {s.src_uri} and {s.dst_uri}")
+        _check_emulator(src_host, binary)
+        _check_emulator(dst_host, dst_binary)
+        progress.stage("putting the guest's kernel and initramfs on both hosts")
+        domains = [record.add(ownership.Entry("libvirt", f"domain:{dom_uuid}",
+                                              f"domain {DOMAIN}", uri=uri))
+                   for uri in (s.src_uri, s.dst_uri)]
+        try:
+            with _uploaded(src_host, token, logs) as files, \
+                    _uploaded(dst_host, token, logs) as dst_files, \
+                    _booted_source(s, binary, src_host, logs, progress, files,
+                                   dom_uuid) as (src, spec, accel):
+                assert files == dst_files
+                dst = LibvirtGuest("dst", dst_host, logs)
+                info = {"libvirt_version": _version(src_host.conn.getLibVersion()),
+                        "src_uri": s.src_uri, "dst_uri": s.dst_uri,
+                        "migrate_address": s.migrate_address}
+                env = LibvirtLab(s, None, None, src_host, dst_host, src, dst, accel, spec,
+                                 binary, dst_binary, logs, migrate_address=s.migrate_address,
+                                 record=info)
+                try:
+                    yield env
+                finally:
+                    dst.shutdown()
+        finally:
+            for entry in domains:
+                record.release(entry)
 
 
 def _version(number: int) -> str:
@@ -283,7 +395,7 @@ def migrate(env: LibvirtLab, settings: MigrationSettings, deadline_s: float,
     dom.migrateSetMaxDowntime(settings.downtime_limit_ms, 0)
     flags = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER
     params: dict[str, Any] = {libvirt.VIR_MIGRATE_PARAM_URI:
-                              f"tcp://{DST_ADDR}:{MIGRATION_PORT}"}
+                              f"tcp://{env.migrate_address}:{MIGRATION_PORT}"}
     cap = settings.max_bandwidth_bytes_per_s
     if cap is not None:
         params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = applied_cap_mib_per_s(cap)

@@ -170,15 +170,20 @@ def signals_held() -> Iterator[None]:
 # -- the record ---------------------------------------------------------------
 @dataclass
 class Entry:
-    kind: str  # "process", "namespace" or "directory"
-    name: str  # pid, namespace name or path
+    kind: str  # "process", "namespace", "directory" or "libvirt"
+    # pid, namespace name, path, or for an object on a libvirt host
+    # "domain:UUID" / "pool:UUID" (a UUID made for the run)
+    name: str
     what: str = ""  # for people: "src QEMU", "link probe", ...
     start_ticks: int | None = None  # processes
     inode: list[int] | None = None  # namespaces and directories: [dev, ino] once made
+    uri: str | None = None  # libvirt objects: the host's URI
 
     def describe(self) -> str:
         if self.kind == "process":
             return f"{self.what or 'process'} (pid {self.name})"
+        if self.kind == "libvirt":
+            return f"{self.what or self.name} on {self.uri}"
         return f"{self.kind} {self.name}"
 
 
@@ -275,7 +280,8 @@ class Record:
 
     def release_all(self) -> Removal:
         """Processes first, so that no namespace loses its name with one of ours inside."""
-        order = {"process": 0, "namespace": 1, "directory": 2}
+        # objects on libvirt hosts first, while the way to them still stands
+        order = {"libvirt": 0, "process": 1, "namespace": 2, "directory": 3}
         done = Removal()
         with signals_held():
             for entry in sorted(list(self.entries), key=lambda e: order[e.kind]):
@@ -285,7 +291,65 @@ class Record:
         return done
 
 
+def _libvirt_object(entry: Entry) -> Any:
+    """The domain or storage pool @entry names, None if its host has none by
+    that UUID; OSError if the host cannot be reached (so it is not taken
+    for gone)."""
+    import libvirt
+
+    from .libvirthost import quiet_libvirt
+
+    quiet_libvirt()
+    kind, _, uuid = entry.name.partition(":")
+    try:
+        conn = libvirt.open(entry.uri)
+    except libvirt.libvirtError as err:
+        raise OSError(f"{entry.uri}: {err.get_error_message()}") from None
+    try:
+        return conn.lookupByUUIDString(uuid) if kind == "domain" \
+            else conn.storagePoolLookupByUUIDString(uuid)
+    except libvirt.libvirtError:
+        conn.close()
+        return None
+
+
+def _remove_libvirt(entry: Entry) -> None:
+    import libvirt
+
+    thing = _libvirt_object(entry)
+    if thing is None:
+        return
+    conn = thing.connect()
+    try:
+        if entry.name.startswith("domain:"):
+            if thing.isActive():
+                thing.destroy()
+            if thing.isPersistent():
+                thing.undefine()
+            return
+        if not thing.isActive():
+            thing.create()
+        thing.refresh()
+        for volume in thing.listAllVolumes():
+            volume.delete()
+        thing.destroy()
+        thing.delete()  # the directory made for it
+        thing.undefine()
+    except libvirt.libvirtError as err:
+        log.warning("%s: %s", entry.describe(), err.get_error_message())
+    finally:
+        conn.close()
+
+
 def _matches(entry: Entry) -> bool:
+    if entry.kind == "libvirt":
+        try:
+            thing = _libvirt_object(entry)
+        except OSError:
+            return True  # unreachable: kept in the record, named as not removed
+        if thing is not None:
+            thing.connect().close()
+        return thing is not None
     if entry.kind == "process":
         return entry.start_ticks is not None and \
             ProcessId(int(entry.name), entry.start_ticks).alive()
@@ -303,7 +367,10 @@ def _remove(entry: Entry) -> Removal:
     done = Removal()
     if not _matches(entry):
         return done  # gone already, or no longer ours: nothing to do
-    if entry.kind == "process":
+    if entry.kind == "libvirt":
+        with contextlib.suppress(OSError):
+            _remove_libvirt(entry)
+    elif entry.kind == "process":
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(entry.name), signal.SIGKILL)
         # SIGKILL is not ignorable; wait briefly for the kernel to reap it

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import artifacts, libvirthost, units
+from . import artifacts, libvirthost, phases, units
 from .artifacts import MissingArtifact
 from .link import netem_available
 from .migration import PARAM, TCP_PARAM
@@ -35,7 +35,9 @@ X86_64 = b"x86_64-cpu"  # the CPU type only a qemu-system-x86_64 registers (i386
 Q35 = b"q35-pcihost"  # the q35 machine's host bridge: the lab's guests are q35 (vm.py)
 PARAMETER = PARAM.encode()  # the QAPI name, in the introspection data of QEMUs that have it
 TCP_PARAMETER = TCP_PARAM.encode()  # likewise: only our patched builds have it
-_MARKERS = (BANNER, X86_64, Q35, PARAMETER, TCP_PARAMETER)
+# the trace event of the downtime's checkpoints (phases.py): QEMU 8.2 and later
+CHECKPOINTS = phases.MARKER
+_MARKERS = (BANNER, X86_64, Q35, PARAMETER, TCP_PARAMETER, CHECKPOINTS)
 _CHUNK = 1 << 20
 
 
@@ -287,9 +289,10 @@ def check(scenarios: Scenario | Sequence[Scenario],
     for s in runs:
         _check_qemus(s, f"--variant {s.name!r}" if variants else f"--qemu {s.qemu!r}")
     check_outputs(files, directories)
-    if runs:
-        _check_memory(runs)
-        _check_cpus(runs)
+    local = [r for r in runs if not r.remote]  # the others' guests run on their hosts
+    if local:
+        _check_memory(local)
+        _check_cpus(local)
     check_host()
     _check_netem(runs)  # its probe needs root
     _check_libvirt(runs)

@@ -71,12 +71,29 @@ def _declared(r: Result) -> str:
     return human_bits(r.switchover_bandwidth_bps) + said
 
 
+def _blackout(r: Result) -> str:
+    """The blackout with its error bound: "333 ms (-40)", the pause at least 293 ms."""
+    if r.observed_blackout_ms is None:
+        return "-"
+    if r.blackout_error_ms is None:
+        return _ms(r.observed_blackout_ms)
+    return f"{r.observed_blackout_ms:.0f} ms (-{r.blackout_error_ms:.0f})"
+
+
+def _status(r: Result) -> str:
+    """The status, and the guest's pause when it was certainly over the limit."""
+    if r.paused_over_limit:
+        return (f"{r.status}, guest paused {r.observed_blackout_ms:.0f} ms >"
+                f" {limit_in_force_ms(r)} ms")
+    return str(r.status)
+
+
 def summary(r: Result) -> str:
     accel = r.accel
     if r.scenario.get("vcpus", 1) > 1:  # one vCPU, as it always was: said nowhere
         accel += (f", {r.scenario['vcpus']} vCPUs, the guest saw {r.guest_cpus} and rewrote"
                   f" from {r.guest_threads} threads")
-    lines = [f"verdict: {r.status}   integrity: {r.integrity}   ({r.qemu}, {accel})"]
+    lines = [f"verdict: {_status(r)}   integrity: {r.integrity}   ({r.qemu}, {accel})"]
     if r.status == "completed":
         limit = f"limit {r.downtime_limit_ms} ms"
         if r.downtime_ramp.get("limit_at_switchover_ms"):
@@ -84,8 +101,9 @@ def summary(r: Result) -> str:
         whose = ("libvirt's: source paused to destination resumed" if r.via == "libvirt"
                  else "QEMU's")
         lines.append(f"downtime {_ms(r.downtime_ms)} ({whose}, judged against the {limit});"
-                     f" the guest's heartbeat gap seen from outside {_ms(r.observed_blackout_ms)}"
-                     f" (not judged); total {_ms(r.total_time_ms)}")
+                     f" the guest's pause seen from outside {_blackout(r)} (judged beside it:"
+                     f" {'above' if r.paused_over_limit else 'not certainly above'} the"
+                     f" limit); total {_ms(r.total_time_ms)}")
         lines.append(f"destination guest alive: {r.destination_alive}")
     else:
         lines.append(f"source guest alive after the attempt: {r.source_alive}")
@@ -109,7 +127,7 @@ def table(rows: list[tuple[str, Result]]) -> str:
     connection's measured share."""
     shared = any(r.cross_traffic for _, r in rows)
     ramped = any(r.scenario.get("downtime_ramp") for _, r in rows)
-    head = ("| run | status | total time | downtime / limit | blackout seen |"
+    head = ("| run | status | total time | downtime / limit | blackout seen (error) |"
             " expected downtime (last) | QEMU estimate | link | declared | integrity |")
     if shared:
         head += " flows | declared share | migration's TCP share |"
@@ -118,9 +136,9 @@ def table(rows: list[tuple[str, Result]]) -> str:
     columns = 10 + (3 if shared else 0) + (2 if ramped else 0)
     out = [head, "| " + " | ".join(["---"] * columns) + " |"]
     for name, r in rows:
-        line = (f"| {name} | {r.status} | {_ms(r.total_time_ms)} |"
+        line = (f"| {name} | {_status(r)} | {_ms(r.total_time_ms)} |"
                 f" {_ms(r.downtime_ms)} / {r.downtime_limit_ms} ms |"
-                f" {_ms(r.observed_blackout_ms)} | {_ms(_last_expected_downtime(r))} |"
+                f" {_blackout(r)} | {_ms(_last_expected_downtime(r))} |"
                 f" {human_bits(r.estimated_bandwidth_bps)} | {human_bits(r.link_rate_bps)} |"
                 f" {_declared(r)} | {r.integrity} |")
         if shared:
@@ -153,7 +171,15 @@ def comparison_summary(rows: list[tuple[str, Result]], first: Scenario) -> str:
            f" {units.both_rates(cap) if cap else 'none'}; downtime-limit"
            f" {s.downtime_limit_ms} ms; timeout {s.timeout_s:.0f} s"
            + (f"; {s.cross_traffic_flows} competing flow(s)" if s.cross_traffic_flows else "")
-           + ".", "", table(rows), "",
+           + "." + (" Through libvirt (each side a host with its own libvirtd, the migration"
+                    " through virDomainMigrateToURI3, peer to peer): the downtime is"
+                    " libvirt's own, from the source's pause to the destination's resume."
+                    if s.via == "libvirt" else ""), "", table(rows), "",
+           "Blackout seen (error): the gap between the source guest's last heartbeat and"
+           " the destination guest's first, on the host's clock; the guest's pause lay"
+           " between it less the error and it (the error is the heartbeats' longest spacing"
+           " on each side, added). A status says \"guest paused N ms > L ms\" when even the"
+           " least pause is above the limit.", "",
            "Pending data and expected downtime of every run: [comparison.png](comparison.png)",
            ""]
     for name, r in rows:

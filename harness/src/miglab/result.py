@@ -78,6 +78,13 @@ class Result:
     cross_traffic: dict[str, Any] = field(default_factory=dict)
     # --downtime-ramp: settings, changes (t_s, iteration, limit_ms), limit_at_switchover_ms
     downtime_ramp: dict[str, Any] = field(default_factory=dict)
+    # the blackout's error bound (guest.Blackout), and whether the guest was
+    # certainly paused longer than the limit in force (verdict.paused_over_limit)
+    blackout_error_ms: float | None = None
+    # the blackout cut at QEMU's downtime checkpoints (phases.py: QEMU 8.2 and
+    # later, both sides): [{"name", "ms"}] in order, adding up to it
+    pause_phases: list[dict[str, Any]] = field(default_factory=list)
+    paused_over_limit: bool | None = None
     # how the lab drove QEMU (qmp or libvirt); a libvirt run's downtime_ms is
     # libvirt's own (source paused to destination resumed), its record in libvirt
     via: str = "qmp"

@@ -17,13 +17,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import artifacts, migration, preflight, units, verdict
+from . import artifacts, migration, phases, preflight, units, verdict
 from .autotune import Autotuner, Sampler, read_ss
 from .guest import (
     HEARTBEAT,
     READY,
+    Blackout,
     GuestReport,
-    blackout_ms,
+    blackout,
     pages_per_node,
     read_console,
     ready_info,
@@ -75,13 +76,21 @@ def machine_type(s: Scenario) -> str:
     return COMMON_MACHINE if s.dst_qemu and s.dst_qemu != s.qemu else "q35"
 
 
-def _guest_config(s: Scenario, binary: Path, accel: str, netns: str,
-                  incoming: bool, extra_args: list[str] | None = None) -> VMConfig:
+def trace_log(logs: Path, name: str) -> Path:
+    """Where the QEMU named @name writes its downtime checkpoints (phases.py)."""
+    return logs / f"{name}-trace.log"
+
+
+def _guest_config(s: Scenario, binary: Path, accel: str, netns: str, incoming: bool,
+                  extra_args: list[str] | None, logs: Path, name: str) -> VMConfig:
+    # QEMUs that trace the downtime's checkpoints write them for phases.py
+    traced = phases.trace_args(trace_log(logs, name)) \
+        if preflight.has_parameter(binary, preflight.CHECKPOINTS) else []
     return VMConfig.for_binary(binary, memory_mib=s.memory_mib, machine=machine_type(s),
                                numa_nodes_mib=s.numa_nodes_mib, vcpus=s.vcpus, accel=accel,
                                kernel=artifacts.kernel(), initramfs=artifacts.initramfs(),
                                workload=s.workload(), incoming=incoming, netns=netns,
-                               extra_args=list(extra_args or []))
+                               extra_args=traced + list(extra_args or []))
 
 
 @contextlib.contextmanager
@@ -98,7 +107,8 @@ def _booted_source(s: Scenario, binary: Path, link: Link, logs: Path,
     for accel in candidates:
         last = accel == candidates[-1]
         limit = READY_TIMEOUT_S if last else KVM_READY_TIMEOUT_S
-        vm = VM(_guest_config(s, binary, accel, link.src_ns, False, extra_args), "src", logs)
+        vm = VM(_guest_config(s, binary, accel, link.src_ns, False, extra_args, logs, "src"),
+                "src", logs)
         progress.stage(f"booting the source guest ({accel})")
         try:
             vm.launch()
@@ -155,10 +165,11 @@ def qemu_switchover(samples: list[Sample]) -> tuple[float, str | None]:
         if said else (0.0, None)
 
 
-def _verdict_reasons(s: Scenario, outcome: Outcome, check: LinkCheck,
+def _verdict_reasons(s: Scenario, outcome: Outcome, check: LinkCheck | None,
                      estimate_bps: float | None, switchover_bps: float, how: str,
                      guests: GuestVerdict, ramped: RampDriver | None) -> list[str]:
-    reasons = verdict.bandwidth_reasons(check.measured_bps, estimate_bps, switchover_bps, how)
+    reasons = verdict.bandwidth_reasons(check.measured_bps, estimate_bps, switchover_bps, how) \
+        if check else ["between two hosts given by URI: no link of the lab's, none measured"]
     last = outcome.samples[-1] if outcome.samples else None
     final_ms = ramped.limit_ms if ramped else s.downtime_limit_ms
     if outcome.status == Status.NOT_CONVERGED and last:
@@ -171,6 +182,9 @@ def _verdict_reasons(s: Scenario, outcome: Outcome, check: LinkCheck,
                                             s.downtime_limit_ms, len(ramped.changes))
         else:
             reasons.append(verdict.downtime_reason(outcome.downtime_ms, s.downtime_limit_ms))
+    if outcome.status == Status.COMPLETED and guests.blackout:
+        reasons.append(verdict.pause_reason(guests.blackout.ms, guests.blackout.error_ms,
+                                            final_ms))
     if outcome.error:
         reasons.append(f"QEMU: {outcome.error}")
     which = "destination" if outcome.status == Status.COMPLETED else "source"
@@ -183,7 +197,7 @@ class GuestVerdict:
     integrity: Integrity
     destination_alive: bool | None
     source_alive: bool | None
-    blackout_ms: float | None
+    blackout: Blackout | None
     report: GuestReport | None = None
 
 
@@ -206,15 +220,15 @@ def _check_guests(s: Scenario, outcome: Outcome, src: VM, dst: VM) -> GuestVerdi
         wait_for_checked_pass(guest.console, ended, workload.verify_deadline_s)
     checked = read_console(guest.console.lines(), after=after)
     is_alive = verdict.alive(checked.heartbeats, time.monotonic())
-    blackout = None
+    seen = None
     if completed:
-        blackout = blackout_ms(read_console(src.console.lines()).heartbeats,
-                               checked.heartbeats)
+        seen = blackout(read_console(src.console.lines()).heartbeats, checked.heartbeats,
+                        workload.heartbeat_ms)
     integrity = verdict.integrity(checked, is_alive)
     # The guest that should run on is judged; the other side is not applicable.
     if completed:
-        return GuestVerdict(integrity, is_alive, None, blackout, checked)
-    return GuestVerdict(integrity, None, is_alive, blackout, checked)
+        return GuestVerdict(integrity, is_alive, None, seen, checked)
+    return GuestVerdict(integrity, None, is_alive, seen, checked)
 
 
 @dataclass
@@ -236,7 +250,8 @@ class Lab:
         """A fresh destination (after one died or failed), launched; the caller owns it."""
         self.dst.shutdown()
         self.dst = VM(_guest_config(self.scenario, self.dst_binary, self.accel,
-                                    self.link.dst_ns, True), "dst-retry", self.logs)
+                                    self.link.dst_ns, True, None, self.logs, "dst-retry"),
+                      "dst-retry", self.logs)
         self.dst.launch()
         return self.dst
 
@@ -265,7 +280,7 @@ def lab(s: Scenario, logs: Path, progress: Progress | None = None,
         with _booted_source(s, binary, link, logs, progress,
                             list(src_extra_args or [])) as (src, accel):
             dst = VM(_guest_config(s, dst_binary, accel, link.dst_ns, True,
-                                   dst_extra_args), "dst", logs)
+                                   dst_extra_args, logs, "dst"), "dst", logs)
             env = Lab(s, link, check, src, dst, accel, binary, dst_binary, logs)
             try:
                 env.dst.launch()
@@ -316,14 +331,22 @@ def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
         if s.switchover_qemu_auto else ((declared or 0) * 8, None)
     progress.stage(f"migration {outcome.status}; checking the guests")
     guests = _check_guests(s, outcome, env.src, env.dst)
+    seen = guests.blackout
+    final_ms = ramped.limit_ms if ramped else s.downtime_limit_ms  # in force at switchover
+    cut = _pause_phases(env, seen) if seen else []
     estimate = next((x.mbps * 1e6 for x in reversed(outcome.samples)
                      if x.status == "active" and x.mbps > 0), None)
     ready = ready_info(env.src.console.lines()) if env.src.console else None
     return Result(
         status=outcome.status, integrity=guests.integrity, downtime_ms=outcome.downtime_ms,
-        observed_blackout_ms=None if guests.blackout_ms is None else round(guests.blackout_ms, 1),
+        observed_blackout_ms=round(seen.ms, 1) if seen else None,
+        pause_phases=phases.records(cut),
+        blackout_error_ms=round(seen.error_ms, 1) if seen else None,
+        paused_over_limit=verdict.paused_over_limit(seen.ms, seen.error_ms, final_ms)
+        if seen else None,
         downtime_limit_ms=s.downtime_limit_ms, total_time_ms=outcome.total_time_ms,
-        link_rate_bps=round(env.check.measured_bps), estimated_bandwidth_bps=estimate,
+        link_rate_bps=round(env.check.measured_bps) if env.check else None,
+        estimated_bandwidth_bps=estimate,
         switchover_bandwidth_bps=switchover_bps,
         avail_switchover_bandwidth_bytes_per_s=declared,
         switchover_bandwidth_source=source,
@@ -343,9 +366,18 @@ def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
         + ([f"the automatic mode summed {tuner.connections} migration connection(s)"]
            if tuner else [])
         + (verdict.cross_traffic_reasons(cross) if cross else [])
-        + (libvirt_reasons(s, libvirt) if libvirt is not None else []),
+        + (libvirt_reasons(s, libvirt) if libvirt is not None else [])
+        + ([phases.describe(cut)] if cut else []),
         via=s.via, libvirt=libvirt or {},
         samples=outcome.samples)
+
+
+def _pause_phases(env: Lab, seen: Blackout) -> list[phases.Phase]:
+    """The blackout cut at both QEMUs' downtime checkpoints ([] without them)."""
+    offset = phases.clock_offset_s()
+    points = {**phases.read_checkpoints(trace_log(env.logs, env.src.name), offset),
+              **phases.read_checkpoints(trace_log(env.logs, env.dst.name), offset)}
+    return phases.cut(seen.last_before_s, seen.first_after_s, points)
 
 
 def _ramp_record(ramped: RampDriver, outcome: Outcome) -> dict[str, Any]:
@@ -457,9 +489,12 @@ def _run_via_libvirt(s: Scenario, logs: Path, progress: Progress,
     """run() with each host's libvirtd driving QEMU (libvirtlab.py)."""
     from . import libvirtlab  # libvirt's Python binding is needed only here
 
-    with libvirtlab.lab(s, logs, progress, on_link_measured) as env:
+    made = libvirtlab.remote_lab(s, logs, progress) if s.remote else \
+        libvirtlab.lab(s, logs, progress, on_link_measured)
+    with made as env:
         tuner = Autotuner() if s.switchover_auto else None
-        watched = tuner or (Autotuner() if s.switchover_qemu_auto else None)
+        # the harness reads the connection's samples only on the lab's own link
+        watched = tuner or (Autotuner() if s.switchover_qemu_auto and env.link else None)
         settings = s.migration()
         cap = settings.max_bandwidth_bytes_per_s
         progress.stage(f"migrating through libvirt: bandwidth"

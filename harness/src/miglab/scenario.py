@@ -86,7 +86,18 @@ class Scenario:
     timeout_s: float = 60.0
     accel: str = "auto"
     via: str = "qmp"
+    # --via libvirt between two libvirt hosts of the user's (no link or
+    # namespaces made): how the harness reaches each, and the destination's
+    # address for the migration's data; "" for the lab's own two hosts
+    src_uri: str = ""
+    dst_uri: str = ""
+    migrate_address: str = ""
     name: str = ""
+
+    @property
+    def remote(self) -> bool:
+        """Between two hosts given by URI, not the lab's own."""
+        return bool(self.src_uri)
 
     def link(self) -> LinkConfig:
         return LinkConfig(self.link_rate_bps, self.link_delay_ms, self.link_jitter_ms,
@@ -204,6 +215,27 @@ def _qemu(text: str, what: str) -> str:
     return text
 
 
+URI_SCHEMES = ("qemu+ssh", "qemu+tcp", "qemu+tls", "qemu+libssh2", "qemu+libssh", "qemu")
+
+
+def _libvirt_uri(text: str, what: str) -> str:
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme not in URI_SCHEMES or not rest.split("?")[0].endswith("/system") \
+            or any(c.isspace() for c in text):
+        raise units.UnitError(f"{what} {text!r}: expected a libvirt URI of a QEMU host's"
+                              f" system instance, {'/'.join(URI_SCHEMES)}://HOST/system"
+                              "[?PARAMS], such as qemu+ssh://root@host1/system")
+    return text
+
+
+def _address(text: str, what: str) -> str:
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:")
+    if not text or set(text) - allowed or text.startswith("-"):
+        raise units.UnitError(f"{what} {text!r}: expected the destination host's name or IP"
+                              " address on the network the migration should use")
+    return text
+
+
 def _choice(choices: tuple[str, ...]):
     def parse(text: str, what: str) -> str:
         if text not in choices:
@@ -270,6 +302,9 @@ FIELDS: dict[str, tuple[str, Any]] = {
     "timeout": ("timeout_s", _seconds),
     "accel": ("accel", _choice(ACCEL_CHOICES)),
     "via": ("via", _choice(VIA_CHOICES)),
+    "src-uri": ("src_uri", _libvirt_uri),
+    "dst-uri": ("dst_uri", _libvirt_uri),
+    "migrate-address": ("migrate_address", _address),
     "name": ("name", lambda t, w: str(t)),
 }
 
@@ -311,6 +346,7 @@ def parse(values: dict[str, Any], base: Scenario | None = None) -> Scenario:
     return scenario
 
 
+REMOTE_KEYS = ("src-uri", "dst-uri", "migrate-address")
 # What a run through libvirt cannot do yet, and why (checked before anything starts).
 NOT_VIA_LIBVIRT = {
     "downtime_ramp": "--downtime-ramp (the ramp's raises go through QMP only)",
@@ -327,6 +363,22 @@ def _check(s: Scenario) -> None:
         for name, what in NOT_VIA_LIBVIRT.items():
             if getattr(s, name):
                 raise ScenarioError(f"--via libvirt: {what} is not supported; use --via qmp")
+    given = [f"--{key}" for key in REMOTE_KEYS if getattr(s, FIELDS[key][0])]
+    if given and len(given) < len(REMOTE_KEYS):
+        raise ScenarioError(f"{' '.join(given)}: give all of {', '.join(REMOTE_KEYS)}"
+                            " (the two hosts, and the destination's address for the data)")
+    if given and s.via != "libvirt":
+        raise ScenarioError(f"{' '.join(given)}: between two hosts only with --via libvirt")
+    if given and s.link().needs_netem:
+        raise ScenarioError("--link-delay, --link-jitter and --link-loss shape the lab's own"
+                            " link; between two hosts given by URI there is none")
+    if given and (s.switchover_auto or s.cross_traffic_flows):
+        raise ScenarioError("--switchover-bandwidth auto reads the migration connection's"
+                            " TCP samples in the lab's own source namespace; between two"
+                            " hosts given by URI use qemu-auto (QEMU reads them itself)")
+    if given and s.src_uri == s.dst_uri:
+        raise ScenarioError(f"--src-uri and --dst-uri {s.src_uri!r}: the same host; a"
+                            " migration needs two")
     if s.hot_set_mib + s.zero_set_mib > s.memory_mib - 96:
         raise ScenarioError(
             f"--hot-set {s.hot_set_mib}M + --zero-set {s.zero_set_mib}M: must leave the"

@@ -9,7 +9,11 @@
 - alive: a heartbeat arrived within ALIVE_WITHIN_S of the check;
 - downtime: within the limit up to DOWNTIME_ALLOWANCE (the final device
   state rides on top of RAM, which the limit is computed for);
-- a run passes when it completed, intact, within the limit.
+- a run passes when it completed, intact, within the limit;
+- the guest's pause seen from outside (the blackout) is judged beside it:
+  a run whose blackout, less its error bound, is above the limit paused
+  the guest longer than the limit, whatever QEMU's downtime says
+  (paused_over_limit; `miglab run` exits 3 for it).
 """
 from __future__ import annotations
 
@@ -73,6 +77,25 @@ def passed(result: Result) -> bool:
     return (result.status == Status.COMPLETED and result.integrity == Integrity.OK
             and result.downtime_ms is not None
             and within_limit(result.downtime_ms, limit_in_force_ms(result)))
+
+
+def paused_over_limit(blackout_ms: float | None, error_ms: float | None,
+                      limit_ms: int) -> bool | None:
+    """Whether the guest was certainly paused longer than @limit_ms: its
+    blackout less the error bound is above it (None: no blackout seen)."""
+    if blackout_ms is None or error_ms is None:
+        return None
+    return blackout_ms - error_ms > limit_ms
+
+
+def pause_reason(blackout_ms: float, error_ms: float, limit_ms: int) -> str:
+    if paused_over_limit(blackout_ms, error_ms, limit_ms):
+        return (f"the guest was paused {blackout_ms:.0f} ms (at least"
+                f" {blackout_ms - error_ms:.0f} ms: the heartbeats' spacing bounds the error"
+                f" to {error_ms:.0f} ms) > the limit {limit_ms} ms, seen from outside")
+    return (f"the guest's pause seen from outside, {blackout_ms:.0f} ms (at least"
+            f" {max(0.0, blackout_ms - error_ms):.0f} ms), is not certainly above the limit"
+            f" {limit_ms} ms")
 
 
 def overdeclared(declared_bps: float, link_bps: float) -> bool:
