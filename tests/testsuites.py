@@ -74,7 +74,7 @@ SUITES = [
     avocado("ramp-near-link", "ramp.py:DowntimeRampVsBandwidth.test_near_link",
             "ramp-near-link.yaml", 2),
     avocado("numa", "numa.py", "numa.yaml", 4),
-    avocado("libvirt", "convergence.py:CappedPrecopy", "libvirt.yaml", 4),
+    avocado("libvirt", "convergence.py:CappedPrecopy", "libvirt.yaml", 5),
 ]
 BY_NAME = {s.name: s for s in SUITES}
 

@@ -51,8 +51,9 @@ def test_a_scenario_between_two_hosts_given_by_uri(tmp_path: Path) -> None:
              "--switchover-bandwidth", "qemu-auto", "--hot-set", "12M", "--dirty-rate", "40M",
              "--max-bandwidth", "8M", "--accel", "tcg", "--json", str(out)],
             capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
         result = json.loads(out.read_text())
+        # 3: passed, the guest seen paused longer than the limit (miglab --help)
+        assert proc.returncode == (3 if result["paused_over_limit"] else 0), proc.stderr[-3000:]
         assert (result["status"], result["integrity"]) == ("completed", "ok")
         assert result["destination_alive"] is True
         assert result["via"] == "libvirt" and result["link_rate_bps"] is None

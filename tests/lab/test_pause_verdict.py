@@ -8,13 +8,14 @@ until its Finish phase: whatever the destination takes after the source
 is done is outside QEMU's figure. Here the test holds the destination
 HOLD_MS before `cont`: QEMU's downtime stays within the limit (the link's
 rate declared, a 12 MiB hot set: at most 12.58 MB / 60 MB/s = 210 ms at
-switchover), the guest's pause is above it by far more than its error
+switchover, plus the device state), the guest's pause is above it by far more than its error
 bound, and the verdict must say so: paused_over_limit, the status line,
 the reasons. The negative control is the same run with a destination that
 resumes by itself (no -S): the pause is QEMU's downtime plus the
 destination's load and resume, 35-110 ms more than QEMU's downtime in the
-suites' runs (CI of 2026-12-05), so at 1 Gbit/s (QEMU's downtime about
-170 ms) within the limit.
+suites' runs (CI of 2026-12-05; at 1 Gbit/s QEMU's downtime was 168-220
+ms, and one pause reached 322 ms), so the limit here is 600 ms: the
+control's pause stays far under it, the held one (HOLD_MS more) far over.
 """
 from __future__ import annotations
 
@@ -27,14 +28,15 @@ from miglab import migration, runner, scenario, verdict
 from miglab.report import summary
 from miglab.verdict import Integrity, Status
 
-HOLD_MS = 600  # twice the limit: above it whatever the error bound (tens of ms)
+LIMIT_MS = 600
+HOLD_MS = 1200  # twice the limit: above it whatever the error bound (tens of ms)
 
 
 @pytest.mark.parametrize("hold", [True, False], ids=["held", "control"])
 def test_a_pause_longer_than_the_limit_outside_qemus_downtime(tmp_path: Path,
                                                               hold: bool) -> None:
     s = scenario.parse({"qemu": "patched", "hot-set": "12M", "switchover-bandwidth": "125M",
-                        "accel": "tcg", "timeout": "60"})
+                        "downtime-limit": str(LIMIT_MS), "accel": "tcg", "timeout": "60"})
     with runner.lab(s, tmp_path, dst_extra_args=["-S"] if hold else []) as env:
         outcome = migration.run(env.src, env.dst, s.migration(), env.uri, s.timeout_s)
         assert outcome.status == Status.COMPLETED, outcome.error
@@ -46,13 +48,14 @@ def test_a_pause_longer_than_the_limit_outside_qemus_downtime(tmp_path: Path,
         result = runner.judge(env, outcome)
     assert result.status == Status.COMPLETED and result.integrity == Integrity.OK, \
         result.reasons
-    assert verdict.within_limit(result.downtime_ms, 300), result.reasons
+    assert verdict.within_limit(result.downtime_ms, LIMIT_MS), result.reasons
     assert result.blackout_error_ms is not None and result.blackout_error_ms >= 20
     if hold:
         assert result.observed_blackout_ms > result.downtime_ms + HOLD_MS
         assert result.paused_over_limit is True
         assert verdict.passed(result)  # on QEMU's downtime; the pause is judged beside it
-        assert f"guest paused {result.observed_blackout_ms:.0f} ms > 300 ms" in summary(result)
+        assert f"guest paused {result.observed_blackout_ms:.0f} ms > {LIMIT_MS} ms" \
+            in summary(result)
     else:
         assert result.paused_over_limit is False, result.reasons
         assert "guest paused" not in summary(result)

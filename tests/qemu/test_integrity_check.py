@@ -213,5 +213,5 @@ def test_the_sweep_raises_no_false_alarm_on_pages_another_vcpu_rewrites(
     # busy host) 300 passes still expect 62 x 15/20 x 0.2 = 9 false alarms
     # from a broken retry: the chance of none is e^-9, about 1e-4.
     assert report.verify_passes >= 300, report.verify_passes
-    rates = sorted(report.dirty_bps)
+    rates = sorted(report.dirty_bytes_per_s)
     assert rates and rates[len(rates) // 2] >= 0.2 * 200 * 2**20, rates

@@ -189,7 +189,7 @@ def test_heartbeats_and_rates_are_collected() -> None:
                                 (1.5, "ml:R 1 dirty_bps=41943040 zero_bps=0"),
                                 (1.6, "ml:H x")))  # malformed: ignored
     assert report.heartbeats == [1.0, 1.01]
-    assert report.dirty_bps == [41943040]
+    assert report.dirty_bytes_per_s == [41943040]
 
 
 def test_blackout_is_source_last_to_destination_first() -> None:

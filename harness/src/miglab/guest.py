@@ -195,8 +195,8 @@ class GuestReport:
     heartbeats: list[float]  # host arrival times
     verify_passes: int  # complete passes that started after the moment
     bad_pages: int  # found by the passes that ended after it, and by the one still open
-    dirty_bps: list[int]
-    zero_bps: list[int]
+    dirty_bytes_per_s: list[int]  # the guest prints it as "dirty_bps", bytes/s
+    zero_bytes_per_s: list[int]  # "zero_bps", bytes/s too
     kernel_errors: list[str]
     corrupt_pages: list[CorruptPage] = field(default_factory=list)  # every "C" line
 
@@ -234,8 +234,8 @@ def read_console(lines: Iterable[ConsoleLine], after: float = 0.0) -> GuestRepor
             report.corrupt_pages.append(parse_corrupt(text))
             open_pass_corrupt += 1
         elif m := _RATES.match(text):
-            report.dirty_bps.append(int(m.group(2)))
-            report.zero_bps.append(int(m.group(3)))
+            report.dirty_bytes_per_s.append(int(m.group(2)))
+            report.zero_bytes_per_s.append(int(m.group(3)))
         elif _KERNEL_DEATH.search(text):
             report.kernel_errors.append(text.strip())
     report.bad_pages += open_pass_corrupt

@@ -43,7 +43,7 @@ import libvirt_qemu
 from . import artifacts, migration, ownership
 from .console import Console
 from .deadline import DeadlineExceeded, wait_for
-from .guest import READY, kernel_command_line
+from .guest import kernel_command_line
 from .libvirtdomain import MIB, DomainSpec, applied_cap_mib_per_s, domain_xml, migration_globals
 from .libvirthost import LibvirtHost, RemoteHost, quiet_libvirt
 from .link import DST_ADDR, SRC_ADDR, Link, LinkCheck
@@ -51,13 +51,14 @@ from .migration import PARAM, TCP_PARAM, MigrationSettings, Outcome
 from .monitor import ExecuteError
 from .result import Sample
 from .runner import (
-    KVM_READY_TIMEOUT_S,
     MIGRATION_PORT,
-    READY_TIMEOUT_S,
     Progress,
     RunError,
-    check_link,
+    accel_trials,
+    checked_link,
+    fallback_stage,
     machine_type,
+    reached_workload,
 )
 from .scenario import Scenario
 from .verdict import Status
@@ -210,12 +211,10 @@ def domain_spec(s: Scenario, binary: Path, accel: str, files: GuestFiles,
 def _booted_source(s: Scenario, binary: Path, host: LibvirtHost | RemoteHost, logs: Path,
                    progress: Progress, files: GuestFiles, uuid: str | None = None
                    ) -> Iterator[tuple[LibvirtGuest, DomainSpec, str]]:
-    """The source domain at its workload, KVM when it works (as runner.py)."""
-    has_kvm = s.remote or os.path.exists("/dev/kvm")  # a remote host's is tried
-    candidates = [s.accel] if s.accel != "auto" else (["kvm", "tcg"] if has_kvm else ["tcg"])
-    for accel in candidates:
-        last = accel == candidates[-1]
-        limit = READY_TIMEOUT_S if last else KVM_READY_TIMEOUT_S
+    """The source domain at its workload, KVM when it works (runner.accel_trials())."""
+    trials = accel_trials(s.accel, s.remote or os.path.exists("/dev/kvm"))  # a remote's: tried
+    for accel, _ in trials:
+        last = accel == trials[-1][0]
         spec = domain_spec(s, binary, accel, files, uuid)
         guest = LibvirtGuest("src", host, logs)
         progress.stage(f"starting the source domain through libvirt ({accel})")
@@ -226,19 +225,13 @@ def _booted_source(s: Scenario, binary: Path, host: LibvirtHost | RemoteHost, lo
             if last:
                 raise RunError(f"libvirt could not start the domain ({accel}):"
                                f" {err.get_error_message()}") from None
-            progress.stage(f"{accel.upper()} unusable on this host ({err.get_error_message()});"
-                           f" using {candidates[-1].upper()}")
+            progress.stage(fallback_stage(accel, err.get_error_message(), trials[-1][0]))
             continue
         try:
             assert guest.console
-            if guest.console.wait_for(READY, limit) is not None:
+            if reached_workload(guest.console, "source domain", accel, trials, progress):
                 yield guest, spec, accel
                 return
-            if last:
-                raise RunError(f"source domain ({accel}) did not reach its workload in"
-                               f" {limit:.0f}s; console: {guest.console_path}")
-            progress.stage(f"{accel.upper()} unusable on this host (the guest did not reach its"
-                           f" workload in {limit:.0f} s); using {candidates[-1].upper()}")
         finally:
             guest.shutdown()
 
@@ -251,11 +244,7 @@ def lab(s: Scenario, logs: Path, progress: Progress | None = None,
     binary = artifacts.qemu_binary(s.qemu)
     dst_binary = artifacts.qemu_binary(s.dst_qemu or s.qemu)
     logs.mkdir(parents=True, exist_ok=True)
-    with Link(s.link()) as link:
-        progress.stage(f"link {link.src_ns} <-> {link.dst_ns}")
-        check = check_link(link, progress)
-        if on_link_measured:
-            on_link_measured(check.measured_bps)
+    with checked_link(s, progress, on_link_measured) as (link, check):
         progress.stage("starting a libvirtd on each host")
         with LibvirtHost("src", link.src_ns, SRC_ADDR, logs) as src_host, \
                 LibvirtHost("dst", link.dst_ns, DST_ADDR, logs) as dst_host, \

@@ -19,6 +19,7 @@ from typing import Any
 
 from . import artifacts, migration, phases, preflight, units, verdict
 from .autotune import Autotuner, Sampler, read_ss
+from .console import Console
 from .guest import (
     HEARTBEAT,
     READY,
@@ -30,7 +31,7 @@ from .guest import (
     ready_info,
     wait_for_checked_pass,
 )
-from .link import DST_ADDR, Link, LinkCheck
+from .link import CHECK_HIGH, CHECK_LOW, DST_ADDR, Link, LinkCheck
 from .migration import PARAM, Outcome
 from .ramp import RampDriver
 from .result import Result, Sample
@@ -93,20 +94,49 @@ def _guest_config(s: Scenario, binary: Path, accel: str, netns: str, incoming: b
                                extra_args=traced + list(extra_args or []))
 
 
+KVM_HINT = "KVM is unusable on this host: use --accel tcg (or auto, which falls back to TCG)"
+
+
+def accel_trials(choice: str, kvm_present: bool) -> list[tuple[str, float]]:
+    """The accelerators to try, in order, each with how long its guest may take
+    to reach its workload. With "auto", KVM only if QEMU starts under it and
+    the guest gets there in bounded time (on PVM hosts QEMU aborts or the
+    kernel hangs); otherwise TCG."""
+    candidates = [choice] if choice != "auto" else (["kvm", "tcg"] if kvm_present else ["tcg"])
+    return [(accel, READY_TIMEOUT_S if accel == candidates[-1] else KVM_READY_TIMEOUT_S)
+            for accel in candidates]
+
+
+def fallback_stage(accel: str, why: str, then: str) -> str:
+    """The one line that says an accelerator was given up, and for which."""
+    return f"{accel.upper()} unusable on this host ({why}); using {then.upper()}"
+
+
+def reached_workload(console: Console, what: str, accel: str,
+                     trials: list[tuple[str, float]], progress: Progress) -> bool:
+    """Whether the guest on @console reached its workload within its trial's
+    time; if not, RunError when @accel was the last to try, else the line
+    that gives it up."""
+    limit = dict(trials)[accel]
+    if console.wait_for(READY, limit) is not None:
+        return True
+    if accel == trials[-1][0]:
+        hint = f"; {KVM_HINT}" if accel == "kvm" else ""
+        raise RunError(f"{what} ({accel}) did not reach its workload in {limit:.0f}s;"
+                       f" console: {console.log_path}{hint}")
+    progress.stage(fallback_stage(
+        accel, f"the guest did not reach its workload in {limit:.0f} s", trials[-1][0]))
+    return False
+
+
 @contextlib.contextmanager
 def _booted_source(s: Scenario, binary: Path, link: Link, logs: Path,
                    progress: Progress, extra_args: list[str]) -> Iterator[tuple[VM, str]]:
-    """The source guest, booted to its workload; yields it and the accelerator used.
-
-    With accel "auto", KVM is used only if QEMU starts under it and the guest
-    reaches its workload in bounded time (on PVM hosts QEMU aborts or the
-    kernel hangs); otherwise TCG, and the stage line says why.
-    """
-    candidates = [s.accel] if s.accel != "auto" else (
-        ["kvm", "tcg"] if os.path.exists("/dev/kvm") else ["tcg"])
-    for accel in candidates:
-        last = accel == candidates[-1]
-        limit = READY_TIMEOUT_S if last else KVM_READY_TIMEOUT_S
+    """The source guest, booted to its workload (accel_trials()); yields it
+    and the accelerator used, and the stage line says why one was given up."""
+    trials = accel_trials(s.accel, os.path.exists("/dev/kvm"))
+    for accel, _ in trials:
+        last = accel == trials[-1][0]
         vm = VM(_guest_config(s, binary, accel, link.src_ns, False, extra_args, logs, "src"),
                 "src", logs)
         progress.stage(f"booting the source guest ({accel})")
@@ -114,8 +144,7 @@ def _booted_source(s: Scenario, binary: Path, link: Link, logs: Path,
             vm.launch()
         except VMError as err:
             if last and accel == "kvm":
-                raise RunError(f"{err}; KVM is unusable on this host: use --accel tcg (or"
-                               " auto, which falls back to TCG)") from err
+                raise RunError(f"{err}; {KVM_HINT}") from err
             if last:
                 raise
             # one line for the user; QEMU's own words (an assertion, often)
@@ -124,30 +153,34 @@ def _booted_source(s: Scenario, binary: Path, link: Link, logs: Path,
             why = str(err)
             if isinstance(err, VMLaunchError):
                 why = err.reason + (f", exit code {err.exitcode}" if err.exitcode else "")
-            progress.stage(f"{accel.upper()} unusable on this host ({why}); using"
-                           f" {candidates[-1].upper()}")
+            progress.stage(fallback_stage(accel, why, trials[-1][0]))
             continue
         try:
             assert vm.console
-            if vm.console.wait_for(READY, limit) is not None:
+            if reached_workload(vm.console, "source guest", accel, trials, progress):
                 yield vm, accel
                 return
-            if last:
-                hint = ("; KVM is unusable on this host: use --accel tcg (or auto, which falls"
-                        " back to TCG)") if accel == "kvm" else ""
-                raise RunError(f"source guest ({accel}) did not reach its workload in"
-                               f" {limit:.0f}s; console: {vm.console_path}{hint}")
-            progress.stage(f"{accel.upper()} unusable on this host (the guest did not reach its"
-                           f" workload in {limit:.0f} s); using {candidates[-1].upper()}")
         finally:
             vm.shutdown()
 
 
-def check_link(link: Link, progress: Progress) -> LinkCheck:
-    progress.stage("measuring the link")
-    check = link.measure()
-    progress.stage(check.describe())
-    return check
+@contextlib.contextmanager
+def checked_link(s: Scenario, progress: Progress,
+                 on_link_measured: Callable[[float], None] | None = None
+                 ) -> Iterator[tuple[Link, LinkCheck]]:
+    """The scenario's link, made and measured; refused (RunError) when its
+    goodput is outside what LinkCheck accepts of the configured rate."""
+    with Link(s.link()) as link:
+        progress.stage(f"link {link.src_ns} <-> {link.dst_ns}")
+        progress.stage("measuring the link")
+        check = link.measure()
+        progress.stage(check.describe())
+        if on_link_measured:
+            on_link_measured(check.measured_bps)
+        if not check.ok:
+            raise RunError(f"{check.describe()}: outside {CHECK_LOW:.0%}-{CHECK_HIGH:.0%} of the"
+                           " configured rate, so results on it would not mean what they say")
+        yield link, check
 
 
 def _switchover_how(s: Scenario, source: str | None) -> str:
@@ -269,14 +302,7 @@ def lab(s: Scenario, logs: Path, progress: Progress | None = None,
     binary = artifacts.qemu_binary(s.qemu)
     dst_binary = artifacts.qemu_binary(s.dst_qemu or s.qemu)
     logs.mkdir(parents=True, exist_ok=True)
-    with Link(s.link()) as link:
-        progress.stage(f"link {link.src_ns} <-> {link.dst_ns}")
-        check = check_link(link, progress)
-        if on_link_measured:
-            on_link_measured(check.measured_bps)
-        if not check.ok:
-            raise RunError(f"{check.describe()}: outside 80-120% of the configured rate,"
-                           " so results on it would not mean what they say")
+    with checked_link(s, progress, on_link_measured) as (link, check):
         with _booted_source(s, binary, link, logs, progress,
                             list(src_extra_args or [])) as (src, accel):
             dst = VM(_guest_config(s, dst_binary, accel, link.dst_ns, True,
