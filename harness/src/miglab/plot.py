@@ -2,7 +2,9 @@
 
 Panels: data still pending over time; QEMU's bandwidth estimate against the
 measured link rate and the declared switchover bandwidth; expected downtime
-against the limit (and the downtime ramp's limit over time).
+against the limit (and the downtime ramp's limit over time), with the actual
+downtime and the guest's pause seen from outside; where the pause went, when
+QEMU traced its downtime checkpoints (phases.py).
 """
 from __future__ import annotations
 
@@ -41,7 +43,12 @@ def plot_run(result: Result, path: Path, title: str = "") -> Path:
 
     samples = [s for s in result.samples if s.status in ("active", "completed")]
     t = [s.t_s for s in samples]
-    fig, (pending, bandwidth, downtime) = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
+    phases = result.pause_phases
+    fig, axes = plt.subplots(4 if phases else 3, 1, figsize=(8, 11 if phases else 9),
+                             gridspec_kw={"height_ratios": [3, 3, 3, 1.2] if phases else None})
+    pending, bandwidth, downtime = axes[:3]
+    for axis in (bandwidth, downtime):
+        axis.sharex(pending)
     fig.suptitle(title or f"{result.qemu.split('/')[-2] if '/' in result.qemu else result.qemu}:"
                  f" {result.status}")
 
@@ -80,11 +87,25 @@ def plot_run(result: Result, path: Path, title: str = "") -> Path:
     if result.downtime_ms is not None:
         downtime.axhline(result.downtime_ms, label="actual downtime", color="tab:olive",
                          linestyle=":")
+    if result.observed_blackout_ms is not None:
+        downtime.axhline(result.observed_blackout_ms, label="guest's pause seen from outside",
+                         color="tab:red", linestyle="-.")
     downtime.set_ylabel("ms")
     downtime.set_yscale("symlog", linthresh=100)
     downtime.set_xlabel("seconds since the migration started")
     downtime.legend(loc="best", fontsize="small")
     downtime.grid(alpha=0.3)
+
+    if phases:  # where the pause went, QEMU's checkpoints on the host's clock
+        where = axes[3]
+        left = 0.0
+        for i, phase in enumerate(phases):
+            where.barh(0, phase["ms"], left=left, label=f"{phase['name']} ({phase['ms']:.0f} ms)",
+                       color=matplotlib.colormaps["tab10"](i))
+            left += phase["ms"]
+        where.set_yticks([])
+        where.set_xlabel("ms of the guest's pause")
+        where.legend(loc="upper center", bbox_to_anchor=(0.5, -0.6), fontsize="x-small", ncol=2)
 
     fig.tight_layout()
     fig.savefig(path, dpi=90)
