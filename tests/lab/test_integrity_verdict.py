@@ -11,10 +11,11 @@ fault is `ok`.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from miglab import gdbstub, migration, runner, scenario
-from miglab.guest import HEARTBEAT, READY, parse_ready
+from miglab.guest import HEARTBEAT, READY, parse_ready, wait_for_checked_pass
 from miglab.verdict import Integrity, Status
 
 PAGE = b"\xa5" * 4096
@@ -42,6 +43,14 @@ def test_a_page_corrupted_on_the_destination_is_reported_with_its_address(
             HEARTBEAT, runner.FIRST_HEARTBEAT_TIMEOUT_S,
             since=env.dst.console.index_after(outcome.ended_at))
         gdbstub.write_guest_physical(gdb, hot_page0, PAGE)
+        # The harness checks from the migration's end: a verification pass
+        # that began between it and the write may have read page 0 before it
+        # was overwritten, and the guest's own check before a rewrite may come
+        # later than the harness looks (so it failed in 1 of the 4 runs of the
+        # test command on 2026-12-05). A whole pass that started after the
+        # write reads page 0: the verdict then cannot miss it.
+        written = time.monotonic()
+        assert wait_for_checked_pass(env.dst.console, written, s.workload().verify_deadline_s)
         result = runner.judge(env, outcome)
     assert result.integrity == Integrity.CORRUPT, result.reasons
     assert any(f"page 0 at guest-physical {hot_page0:#x}" in p

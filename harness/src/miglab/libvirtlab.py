@@ -262,7 +262,7 @@ def lab(s: Scenario, logs: Path, progress: Progress | None = None,
 
 
 @contextlib.contextmanager
-def _uploaded(host: RemoteHost, token: str, logs: Path) -> Iterator[GuestFiles]:
+def _uploaded(host: RemoteHost, token: str) -> Iterator[GuestFiles]:
     """The guest's kernel and initramfs put on @host through libvirt itself: a
     directory storage pool made for the run (recorded before it is defined;
     removed with its volumes and directory on the way out), its volumes
@@ -328,8 +328,8 @@ def remote_lab(s: Scenario, logs: Path,
                                               f"domain {DOMAIN}", uri=uri))
                    for uri in (s.src_uri, s.dst_uri)]
         try:
-            with _uploaded(src_host, token, logs) as files, \
-                    _uploaded(dst_host, token, logs) as dst_files, \
+            with _uploaded(src_host, token) as files, \
+                    _uploaded(dst_host, token) as dst_files, \
                     _booted_source(s, binary, src_host, logs, progress, files,
                                    dom_uuid) as (src, spec, accel):
                 assert files == dst_files
