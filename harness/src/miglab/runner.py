@@ -198,13 +198,18 @@ def qemu_switchover(samples: list[Sample]) -> tuple[float, str | None]:
         if said else (0.0, None)
 
 
+def _final_limit_ms(s: Scenario, ramped: RampDriver | None) -> int:
+    """The downtime limit in force when the migration ended: the ramp's last, or the user's."""
+    return ramped.limit_ms if ramped else s.downtime_limit_ms
+
+
 def _verdict_reasons(s: Scenario, outcome: Outcome, check: LinkCheck | None,
                      estimate_bps: float | None, switchover_bps: float, how: str,
                      guests: GuestVerdict, ramped: RampDriver | None) -> list[str]:
     reasons = verdict.bandwidth_reasons(check.measured_bps, estimate_bps, switchover_bps, how) \
         if check else ["between two hosts given by URI: no link of the lab's, none measured"]
     last = outcome.samples[-1] if outcome.samples else None
-    final_ms = ramped.limit_ms if ramped else s.downtime_limit_ms
+    final_ms = _final_limit_ms(s, ramped)
     if outcome.status == Status.NOT_CONVERGED and last:
         reasons.append(f"still iterating after {s.timeout_s:.0f}s: expected downtime"
                        f" {last.expected_downtime_ms} ms > limit {final_ms} ms"
@@ -358,7 +363,7 @@ def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
     progress.stage(f"migration {outcome.status}; checking the guests")
     guests = _check_guests(s, outcome, env.src, env.dst)
     seen = guests.blackout
-    final_ms = ramped.limit_ms if ramped else s.downtime_limit_ms  # in force at switchover
+    final_ms = _final_limit_ms(s, ramped)
     cut = _pause_phases(env, seen) if seen else []
     estimate = next((x.mbps * 1e6 for x in reversed(outcome.samples)
                      if x.status == "active" and x.mbps > 0), None)
