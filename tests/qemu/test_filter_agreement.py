@@ -6,19 +6,19 @@ patches). They are meant to be one filter. Every recorded series of
 tests/unit/data is replayed, reading by reading, through both: the C file
 taken from each patched tree of scripts/build-qemu and built alone with
 filter/replay.c, the Python one from the harness. Both are fed the same
-integer rates in bytes/s (QEMU's unit), so the only difference left is
-rounding: C floors each step in whole bytes/s, Python does not.
+readings, rates in whole bytes/s (QEMU's unit), so the only difference
+left is rounding: C floors each step in whole bytes/s, Python does not.
 """
 from __future__ import annotations
 
-import csv
 import itertools
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from miglab import artifacts
+from miglab import artifacts, autotune
 from miglab.autotune import MARGIN, Autotuner, TcpSample
 
 DATA = Path(__file__).parent.parent / "unit" / "data"
@@ -28,28 +28,27 @@ SERIES = sorted(p.name for p in DATA.glob("tcpinfo-*.csv"))
 # margin's product: a few bytes/s, whatever the rate.
 ROUNDING_BYTES_PER_S = 4
 
-Reading = tuple[int, list[tuple[int, int, bool]]]  # time_ms, [(channel, bytes/s, app-limited)]
+Reading = tuple[int, list[tuple[int, TcpSample]]]  # time_ms, [(channel, sample)]
 
 
 def readings(name: str) -> list[Reading]:
-    """A recorded series as readings of every connection, rates in bytes/s."""
-    with open(DATA / name) as f:
-        rows = list(csv.DictReader(f))
+    """A recorded series as readings of every connection, rates in whole bytes/s."""
     channels: dict[str, int] = {}
     out = []
-    for t_s, group in itertools.groupby(rows, key=lambda r: r["t_s"]):
-        out.append((round(float(t_s) * 1000), [
-            (channels.setdefault(r.get("connection", "c"), len(channels)),
-             int(float(r["delivery_rate_bps"])) // 8, r["app_limited"] == "1")
-            for r in group]))
+    for t_s, group in itertools.groupby(autotune.read_csv(DATA / name),
+                                        key=lambda row: row[1].t_s):
+        out.append((round(t_s * 1000), [
+            (channels.setdefault(conn, len(channels)),
+             replace(s, t_s=round(t_s * 1000) / 1000,
+                     delivery_rate_bps=int(s.delivery_rate_bps) // 8 * 8.0))
+            for conn, s in group]))
     return out
 
 
 def python_filter(series: list[Reading]) -> list[float | None]:
     tuner, out = Autotuner(), []
-    for t_ms, samples in series:
-        tuner.add({str(ch): TcpSample(t_ms / 1000, rate * 8.0, limited)
-                   for ch, rate, limited in samples})
+    for _, samples in series:
+        tuner.add({str(ch): s for ch, s in samples})
         measured = tuner.measured_bps()
         out.append(None if measured is None else measured / 8 * MARGIN)
     return out
@@ -67,8 +66,9 @@ def c_filter(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 
 
 def qemu_filter(binary: Path, series: list[Reading]) -> list[float | None]:
-    stdin = "".join(f"{t_ms},{ch},{rate},{int(limited)}\n"
-                    for t_ms, samples in series for ch, rate, limited in samples)
+    stdin = "".join(f"{t_ms},{ch},{int(s.delivery_rate_bps) // 8},{int(s.app_limited)},"
+                    f"{s.delivered},{s.bytes_acked},{round(s.limited_ms * 1000)}\n"
+                    for t_ms, samples in series for ch, s in samples)
     out = subprocess.run([str(binary)], input=stdin, capture_output=True, text=True,
                          check=True).stdout.splitlines()
     return [None if v == "-" else float(v) for v in (line.split(",")[1] for line in out)]

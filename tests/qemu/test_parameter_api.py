@@ -88,7 +88,7 @@ def test_patched_reports_every_stock_parameter_unchanged(stock: VM, patched: VM)
     stock_params = params(stock)
     patched_params = params(patched)
     # (and QEMU's own automatic mode: test_tcp_switchover_api.py)
-    assert set(patched_params) - set(stock_params) == {PARAM, "tcp-switchover-bandwidth"}
+    assert set(patched_params) - set(stock_params) == {PARAM, "x-tcp-switchover-bandwidth"}
     assert {k: patched_params[k] for k in stock_params} == stock_params
 
 

@@ -1,4 +1,4 @@
-"""tcp-switchover-bandwidth (QEMU's own automatic mode) through QMP, HMP and -global.
+"""x-tcp-switchover-bandwidth (QEMU's own automatic mode) through QMP, HMP and -global.
 
 Tests taking `with_tcp` run on both of our patched builds, 7.2 and 10.2.2:
 the interface must be the same. Debian's 7.2 (stock) and upstream's QEMU
@@ -16,8 +16,8 @@ import pytest
 from miglab import artifacts
 from miglab.vm import VM, ExecuteError, VMConfig, VMError
 
-PARAM = "tcp-switchover-bandwidth"
-REPORTED = ("switchover-bandwidth", "switchover-bandwidth-source")
+PARAM = "x-tcp-switchover-bandwidth"  # downstream: no upstream QEMU has it
+REPORTED = ("x-switchover-bandwidth", "x-switchover-bandwidth-source")
 
 
 def params(vm: VM) -> dict:

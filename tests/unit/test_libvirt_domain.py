@@ -71,12 +71,12 @@ def test_numa_nodes_must_add_up() -> None:
 
 def test_switchover_settings_go_through_qemu_commandline() -> None:
     args = migration_globals({"avail-switchover-bandwidth": "125000000",
-                              "tcp-switchover-bandwidth": "on"})
+                              "x-tcp-switchover-bandwidth": "on"})
     root = parsed(spec(qemu_args=args, firmware_dirs=(Path("/fw"),),
                        qemu_env=(("QEMU_MODULE_DIR", "/mods"),)))
     values = [a.get("value") for a in root.findall(f"{Q}commandline/{Q}arg")]
     assert values == ["-L", "/fw", "-global", "migration.avail-switchover-bandwidth=125000000",
-                      "-global", "migration.tcp-switchover-bandwidth=on"]
+                      "-global", "migration.x-tcp-switchover-bandwidth=on"]
     env = root.find(f"{Q}commandline/{Q}env")
     assert (env.get("name"), env.get("value")) == ("QEMU_MODULE_DIR", "/mods")
     # the namespace is declared as libvirt's parser wants it
@@ -115,4 +115,4 @@ def test_the_readme_gives_libvirt_users_the_xml_the_lab_runs() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     block = readme[readme.index("<qemu:commandline>"):readme.index("</qemu:commandline>")]
     assert tuple(re.findall(r"<qemu:arg value='([^']*)'/>", block)) == \
-        migration_globals({"tcp-switchover-bandwidth": "on"})
+        migration_globals({"x-tcp-switchover-bandwidth": "on"})

@@ -53,19 +53,21 @@ def test_qemu_auto_turns_on_qemus_tcp_mode_and_declares_nothing() -> None:
     assert (s.switchover_qemu_auto, s.switchover_auto) == (True, False)
     assert s.switchover_bandwidth_bytes_per_s is None
     params = s.migration().parameters()
-    assert params["tcp-switchover-bandwidth"] is True
+    assert params["x-tcp-switchover-bandwidth"] is True
     assert "avail-switchover-bandwidth" not in params
-    assert "tcp-switchover-bandwidth" not in scenario.parse({}).migration().parameters()
+    assert "x-tcp-switchover-bandwidth" not in scenario.parse({}).migration().parameters()
 
 
 def test_what_qemu_used_at_switchover_is_its_last_word() -> None:
-    # QEMU reports it (bytes/s) only with tcp-switchover-bandwidth on; the
-    # completed answer holds the last update before the switchover.
+    # QEMU reports it (bytes/s) only with x-tcp-switchover-bandwidth on; the
+    # completed answer holds the last update before the switchover. Read
+    # under the downstream names, and without the x- (should upstream take it).
     samples = [Sample.from_query(0.2, query("active")),
                Sample.from_query(0.4, query("active", **{
                    "switchover-bandwidth": 1_000_000, "switchover-bandwidth-source": "estimate"})),
                Sample.from_query(2.0, query("completed", **{
-                   "switchover-bandwidth": 110_000_000, "switchover-bandwidth-source": "tcp"}))]
+                   "x-switchover-bandwidth": 110_000_000,
+                   "x-switchover-bandwidth-source": "tcp"}))]
     assert samples[0].switchover_bandwidth_bps is None
     assert runner.qemu_switchover(samples) == (880e6, "tcp")
     assert runner.qemu_switchover(samples[:2]) == (8e6, "estimate")

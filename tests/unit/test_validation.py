@@ -377,15 +377,23 @@ def test_qemu_auto_needs_tcp_switchover_bandwidth_on_the_source(tmp_path: Path) 
     new.mkdir()
     without = fake_qemu(old, X86_QEMU.format(extra=" avail-switchover-bandwidth"))
     with_it = fake_qemu(new, X86_QEMU.format(
-        extra=" avail-switchover-bandwidth tcp-switchover-bandwidth"))
+        extra=" avail-switchover-bandwidth x-tcp-switchover-bandwidth"))
     s = scenario.parse({"qemu": str(without), "switchover-bandwidth": "qemu-auto"})
     with pytest.raises(preflight.PreflightError) as err:
         preflight._check_qemus(s, f"--qemu {str(without)!r}")
     assert str(err.value).startswith(
         f"--switchover-bandwidth qemu-auto with --qemu {str(without)!r}: {without}"
-        " (QEMU 7.2.0) has no tcp-switchover-bandwidth parameter;")
+        " (QEMU 7.2.0) has no x-tcp-switchover-bandwidth parameter;")
     preflight._check_qemus(scenario.parse({"qemu": str(with_it), "dst-qemu": str(without),
                                            "switchover-bandwidth": "qemu-auto"}), "--qemu x")
+    assert preflight.tcp_param(with_it) == "x-tcp-switchover-bandwidth"
+    # an upstream QEMU that took it without the x- would do too
+    upstream = tmp_path / "upstream"
+    upstream.mkdir()
+    unprefixed = fake_qemu(upstream, X86_QEMU.format(
+        extra=" avail-switchover-bandwidth tcp-switchover-bandwidth"))
+    assert preflight.tcp_param(unprefixed) == "tcp-switchover-bandwidth"
+    assert preflight.tcp_param(without) is None
 
 
 def test_netem_options_are_refused_where_the_kernel_lacks_it(

@@ -24,9 +24,18 @@ drains, down to a few Mbit/s after a pause (tests/unit/data). So:
   scattered and ramp-ups are slower. The estimate is the fastest rate that
   at least 8 samples of the last 8 s agree on within +-3% (the median of
   those); the link's rate does not change faster than that here;
-- a reading equal to the one before is the same sample read again (no
-  ACK came in between), not a new one: an idle connection repeats its
-  last sample, once a burst at the link's rate 33 times;
+- a reading with no ACK since the one before (tcpi_delivered unchanged)
+  is the same sample read again, not a new one: an idle connection
+  repeats its last sample, once a burst at the link's rate 33 times;
+  equal readings that ACKs brought are new ones;
+- a connection held back by the receiver's window or its own send buffer
+  for at least half the time since the reading before was bound by the
+  destination, not the network: its samples rate the bursts each window
+  update lets through (9 times what a destination paced at 40 MB/s
+  took; 130-1370 Mbit/s for a destination QEMU held to 5% of a CPU that
+  took 100 Mbit/s), so that reading brings no sample; and a connection
+  held back so for half of a window of at least 7 s is measured by what
+  it delivered over the window (bytes_acked): what the destination took;
 - nothing is declared before the window holds enough samples (10);
 - with several busy connections (multifd) the estimate is the sum of their
   windows' lower terciles instead (Autotuner.measured_bps says why);
@@ -65,14 +74,24 @@ AGREEMENT = 0.03  # samples within +-3% of one another read the same rate
 MIN_AGREEING = 8
 MARGIN = 0.92
 CHANGE_THRESHOLD = 0.05
+RECEIVER_BOUND = 0.5  # share of the time held back by the receiver (or the send buffer)
+# What a receiver takes depends on what it receives (zero pages cost it
+# little: a destination held to 5% of a CPU took 28 MB in the first second
+# and 12.3 MB/s after), so it is measured over nearly all of the window.
+RECEIVER_SPAN_S = 7.0
 
 
 @dataclass(frozen=True)
 class TcpSample:
+    """One reading of a connection's TCP_INFO (the fields the filter uses)."""
+
     t_s: float
     delivery_rate_bps: float
     app_limited: bool
     rtt_ms: float | None = None
+    delivered: int = 0  # tcpi_delivered: segments ACKed so far
+    bytes_acked: int = 0
+    limited_ms: float = 0.0  # tcpi_rwnd_limited + tcpi_sndbuf_limited so far
 
 
 # A connection line: [State] Recv-Q Send-Q Local Peer [Process]; ss omits
@@ -80,6 +99,9 @@ class TcpSample:
 _CONN = re.compile(r"^(?:[A-Z][A-Z0-9-]*\s+)?\d+\s+\d+\s+(\S+)\s+(\S+)")
 _RATE = re.compile(r"\bdelivery_rate (\d+(?:\.\d+)?)([KMG]?)bps\b")
 _RTT = re.compile(r"\brtt:(\d+(?:\.\d+)?)/")
+_DELIVERED = re.compile(r"\bdelivered:(\d+)")
+_BYTES_ACKED = re.compile(r"\bbytes_acked:(\d+)")
+_LIMITED = re.compile(r"\b(?:rwnd|sndbuf)_limited:(\d+)ms")
 _SCALE = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}
 
 
@@ -91,12 +113,40 @@ def parse_ss(text: str, t_s: float) -> dict[str, TcpSample]:
         if m := _CONN.match(line):
             conn = f"{m.group(1)}->{m.group(2)}"
         elif conn and (rate := _RATE.search(line)):
+            # ss leaves out the counters that are still 0
             rtt = _RTT.search(line)
+            delivered = _DELIVERED.search(line)
+            acked = _BYTES_ACKED.search(line)
             out[conn] = TcpSample(t_s, float(rate.group(1)) * _SCALE[rate.group(2)],
                                   " app_limited" in line,
-                                  float(rtt.group(1)) if rtt else None)
+                                  float(rtt.group(1)) if rtt else None,
+                                  int(delivered.group(1)) if delivered else 0,
+                                  int(acked.group(1)) if acked else 0,
+                                  sum(float(m) for m in _LIMITED.findall(line)))
             conn = None
     return out
+
+
+def _held_back(first: TcpSample, last: TcpSample) -> bool:
+    """Whether the connection spent RECEIVER_BOUND of the time between two
+    readings held back by the receiver's window or its own send buffer."""
+    return last.limited_ms - first.limited_ms >= RECEIVER_BOUND * (last.t_s - first.t_s) * 1000
+
+
+def _new_sample(last: TcpSample | None, reading: TcpSample) -> TcpSample | None:
+    """The sample @reading brings after @last, or None when it brings none
+    that stands for the connection's bandwidth."""
+    # The kernel takes a sample when an ACK delivers data: with none since
+    # the reading before, this is the same sample read again.
+    if last is None or reading.delivered == last.delivered or reading.t_s <= last.t_s:
+        return None
+    # Held back by the receiver: the sample rates a burst
+    if _held_back(last, reading):
+        return None
+    # The sender did not fill the pipe: the sample says nothing of it
+    if reading.app_limited or reading.delivery_rate_bps <= 0:
+        return None
+    return reading
 
 
 class RateFilter:
@@ -105,7 +155,8 @@ class RateFilter:
     def __init__(self, window_s: float = WINDOW_S) -> None:
         self.window_s = window_s
         self._samples: deque[TcpSample] = deque()
-        self._last: tuple[float, bool] | None = None
+        self._readings: deque[TcpSample] = deque()  # every reading, for receiver_bound_bps
+        self._last: TcpSample | None = None
 
     def add(self, sample: TcpSample) -> None:
         # Every reading ages the window, the dropped ones too: a connection
@@ -113,25 +164,31 @@ class RateFilter:
         # main one) must not keep its last kept ones for ever.
         # Ages in whole milliseconds, as QEMU's filter does (its clock is in
         # ms): in seconds, 16.577 - 8.577 is 8.000000000000002, over 8.
-        while self._samples and \
-                round((sample.t_s - self._samples[0].t_s) * 1000) > self.window_s * 1000:
-            self._samples.popleft()
-        # A reading equal to the one before is the same sample read again:
-        # no ACK came in between. An idle connection repeats its last one
-        # (multifd's main one repeated a 969 Mbit/s burst 33 times), which
-        # would count it as busy at that rate.
-        reading = (sample.delivery_rate_bps, sample.app_limited)
-        if reading == self._last:
-            return
-        self._last = reading
-        if sample.app_limited or sample.delivery_rate_bps <= 0:
-            return
-        self._samples.append(sample)
+        for queue in (self._samples, self._readings):
+            while queue and round((sample.t_s - queue[0].t_s) * 1000) > self.window_s * 1000:
+                queue.popleft()
+        self._readings.append(sample)
+        last, self._last = self._last, sample
+        if (kept := _new_sample(last, sample)) is not None:
+            self._samples.append(kept)
 
     @property
     def samples(self) -> int:
         """Samples in the window (app-limited ones were never kept)."""
         return len(self._samples)
+
+    def receiver_bound_bps(self) -> float | None:
+        """What the connection delivered over the window, when its receiver
+        (or its send buffer) held it back for RECEIVER_BOUND of a window of
+        at least RECEIVER_SPAN_S; otherwise None."""
+        if not self._readings:
+            return None
+        first, last = self._readings[0], self._readings[-1]
+        # in whole ms, as QEMU's filter does
+        span_s = round((last.t_s - first.t_s) * 1000) / 1000
+        if span_s < RECEIVER_SPAN_S or not _held_back(first, last):
+            return None
+        return (last.bytes_acked - first.bytes_acked) * 8 / span_s
 
     def lower_tercile_bps(self) -> float:
         return statistics.quantiles([s.delivery_rate_bps for s in self._samples], n=3)[0]
@@ -145,6 +202,34 @@ class RateFilter:
             if len(agreeing) >= MIN_AGREEING:
                 return statistics.median(agreeing)
         return None
+
+
+def read_csv(path: Path) -> list[tuple[str, TcpSample]]:
+    """The samples of a series Autotuner.write_csv wrote, (connection, sample)
+    in order; also the older series of tests/unit/data.
+
+    Series recorded before the sampler kept tcpi_delivered lack it (and the
+    first two lack the connection): a reading equal to the one before was
+    then taken as no new ACK, as the filter itself did, and so it is here."""
+    out: list[tuple[str, TcpSample]] = []
+    last: dict[str, TcpSample] = {}
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            conn = row.get("connection", "c")
+            rate, app_limited = float(row["delivery_rate_bps"]), row["app_limited"] == "1"
+            rtt_ms = float(row["rtt_ms"]) if row.get("rtt_ms") else None
+            if "delivered" in row:
+                sample = TcpSample(float(row["t_s"]), rate, app_limited, rtt_ms,
+                                   int(row["delivered"]), int(row["bytes_acked"]),
+                                   float(row["limited_ms"]))
+            else:
+                before = last.get(conn)
+                delivered = 0 if before is None else before.delivered + (
+                    (rate, app_limited) != (before.delivery_rate_bps, before.app_limited))
+                sample = TcpSample(float(row["t_s"]), rate, app_limited, rtt_ms, delivered)
+            last[conn] = sample
+            out.append((conn, sample))
+    return out
 
 
 @dataclass
@@ -178,10 +263,12 @@ class Autotuner:
         """The samples seen, in the columns of the recorded series in tests/unit/data."""
         with open(path, "w", newline="") as f:
             out = csv.writer(f)
-            out.writerow(["t_s", "connection", "delivery_rate_bps", "app_limited", "rtt_ms"])
+            out.writerow(["t_s", "connection", "delivery_rate_bps", "app_limited", "rtt_ms",
+                          "delivered", "bytes_acked", "limited_ms"])
             for conn, s in self.history:
                 out.writerow([f"{s.t_s:.3f}", conn, int(s.delivery_rate_bps),
-                              int(s.app_limited), "" if s.rtt_ms is None else s.rtt_ms])
+                              int(s.app_limited), "" if s.rtt_ms is None else s.rtt_ms,
+                              s.delivered, s.bytes_acked, s.limited_ms])
 
     @property
     def connections(self) -> int:
@@ -212,26 +299,37 @@ class Autotuner:
         main connection kept 5-9 samples: tcpinfo-miglab-multifd2-quiet-main.csv.)"""
         return self._measure()[0]
 
-    def _measure(self) -> tuple[float | None, int]:
-        """measured_bps(), and how many busy connections it came from."""
+    def _measure(self) -> tuple[float | None, int, int]:
+        """measured_bps(), how many busy connections it came from, and how
+        many of them were held back by their receiver."""
         with self._lock:
-            busy = [f for f in self._filters.values() if f.samples >= MIN_SAMPLES]
-            if len(busy) == 1:
-                return busy[0].estimate_bps(), 1
-            return (sum(f.lower_tercile_bps() for f in busy) if busy else None), len(busy)
+            bound = [bps for f in self._filters.values()
+                     if (bps := f.receiver_bound_bps()) is not None]
+            sampled = [f for f in self._filters.values()
+                       if f.receiver_bound_bps() is None and f.samples >= MIN_SAMPLES]
+            busy = len(bound) + len(sampled)
+            if not busy:
+                return None, 0, 0
+            if busy == 1 and sampled:
+                return sampled[0].estimate_bps(), 1, 0
+            return sum(bound) + sum(f.lower_tercile_bps() for f in sampled), busy, len(bound)
 
     def decide(self, t_s: float) -> int | None:
         """A new value to set (bytes/s), or None to leave the parameter as it is."""
-        measured, busy = self._measure()
+        measured, busy, bound = self._measure()
         if measured is None:
             return None
         target = int(measured * self.margin / 8)
         if self.declared_bytes_per_s and abs(target - self.declared_bytes_per_s) <= \
                 self.change_threshold * self.declared_bytes_per_s:
             return None
-        how = (f"the fastest that {MIN_AGREEING} samples of the last {WINDOW_S:.0f} s agree on"
-               if busy == 1 else
-               f"the lower terciles of {busy} busy connections' last {WINDOW_S:.0f} s, summed")
+        if bound == busy == 1:
+            how = f"what it delivered in the last {WINDOW_S:.0f} s, held back by the receiver"
+        elif busy == 1:
+            how = f"the fastest that {MIN_AGREEING} samples of the last {WINDOW_S:.0f} s agree on"
+        else:
+            how = (f"the lower terciles of {busy} busy connections' last {WINDOW_S:.0f} s, summed"
+                   + (f", {bound} of them by what they delivered" if bound else ""))
         reason = (f"TCP delivery rate {measured / 1e6:.0f} Mbit/s ({how}) over"
                   f" {len(self._filters)} connection(s) x {self.margin}")
         self.changes.append(Change(round(t_s, 3), target, reason, round(measured)))

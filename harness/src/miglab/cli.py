@@ -65,7 +65,7 @@ SCENARIO_OPTIONS = {
                             " set, the default); auto (miglab sets it from the kernel's"
                             " TCP samples of the migration connections); or qemu-auto"
                             " (QEMU takes it from its channels' TCP samples itself:"
-                            " tcp-switchover-bandwidth, in miglab's patched builds)",
+                            " x-tcp-switchover-bandwidth, in miglab's patched builds)",
     "multifd-channels": "migrate over N multifd channels (TCP connections), 0 for one"
                         " connection without multifd (default 0)",
     "cross-traffic": "N bulk TCP flows from the source to the destination namespace over"

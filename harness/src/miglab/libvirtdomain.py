@@ -52,7 +52,7 @@ def applied_cap_mib_per_s(bytes_per_s: int) -> int:
 
 def migration_globals(properties: dict[str, str]) -> tuple[str, ...]:
     """-global arguments that set QEMU's migration parameters at start,
-    e.g. {"tcp-switchover-bandwidth": "on"}."""
+    e.g. {"x-tcp-switchover-bandwidth": "on"}."""
     out: list[str] = []
     for name, value in properties.items():
         out += ["-global", f"migration.{name}={value}"]

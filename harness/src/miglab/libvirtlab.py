@@ -40,7 +40,7 @@ from typing import Any
 import libvirt
 import libvirt_qemu
 
-from . import artifacts, migration, ownership
+from . import artifacts, migration, ownership, preflight
 from .console import Console
 from .deadline import DeadlineExceeded, wait_for
 from .guest import kernel_command_line
@@ -198,8 +198,8 @@ def domain_spec(s: Scenario, binary: Path, accel: str, files: GuestFiles,
     properties = {}
     if s.switchover_bandwidth_bytes_per_s is not None and not s.switchover_auto:
         properties[PARAM] = str(s.switchover_bandwidth_bytes_per_s)
-    if s.switchover_qemu_auto:
-        properties[TCP_PARAM] = "on"
+    if s.switchover_qemu_auto:  # under the name this QEMU knows
+        properties[preflight.tcp_param(binary) or TCP_PARAM] = "on"
     return DomainSpec(DOMAIN, binary, files.kernel, files.initramfs,
                       kernel_command_line(s.workload()), uuid=uuid, memory_mib=s.memory_mib,
                       vcpus=s.vcpus, numa_nodes_mib=s.numa_nodes_mib, machine=machine_type(s),

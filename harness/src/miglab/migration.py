@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,9 +28,12 @@ FINAL_STATES = {"completed", "failed", "cancelled"}
 ACTIVE_STATES = {"setup", "active", "pre-switchover", "device", "postcopy-active",
                  "wait-unplug", "cancelling"}
 # The migration parameters of the patches: the declared switchover
-# bandwidth (0002) and QEMU's own automatic mode (0003, patched builds only).
+# bandwidth (0002) and QEMU's own automatic mode (0003, patched builds
+# only). The latter exists only downstream, so it has QAPI's downstream
+# name; should upstream QEMU take it without the x-, both names work.
 PARAM = "avail-switchover-bandwidth"
-TCP_PARAM = "tcp-switchover-bandwidth"
+TCP_PARAMS = ("x-tcp-switchover-bandwidth", "tcp-switchover-bandwidth")
+TCP_PARAM = TCP_PARAMS[0]
 SAMPLE_INTERVAL_S = 0.2
 # QEMU's migration thread says "completed" a moment before it computes
 # total-time and downtime (7.2: migration_iteration_finish, under the
@@ -85,6 +88,12 @@ class Outcome:
 Query = Callable[[], dict[str, Any]]
 
 
+def known_name(names: tuple[str, ...], known: Iterable[str]) -> str | None:
+    """The first of @names (a member's spellings) that is among @known."""
+    have = set(known)
+    return next((n for n in names if n in have), None)
+
+
 def configure(src: VM, dst: VM, settings: MigrationSettings) -> None:
     capabilities, shared = settings.both_sides()
     caps = [{"capability": k, "state": v} for k, v in capabilities.items()]
@@ -93,7 +102,11 @@ def configure(src: VM, dst: VM, settings: MigrationSettings) -> None:
             vm.command("migrate-set-capabilities", capabilities=caps)
         if shared:
             vm.command("migrate-set-parameters", **shared)
-    src.command("migrate-set-parameters", **settings.parameters())
+    params = settings.parameters()
+    if TCP_PARAM in params:  # under the name this QEMU knows (QEMU refuses neither)
+        name = known_name(TCP_PARAMS, src.command("query-migrate-parameters")) or TCP_PARAM
+        params[name] = params.pop(TCP_PARAM)
+    src.command("migrate-set-parameters", **params)
 
 
 def start(src: VM, dst: VM, uri: str) -> float:

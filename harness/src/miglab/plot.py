@@ -68,7 +68,7 @@ def plot_run(result: Result, path: Path, title: str = "") -> Path:
         said = [s for s in samples if s.switchover_bandwidth_bps is not None]
         bandwidth.step([s.t_s for s in said], [(s.switchover_bandwidth_bps or 0) / 1e6
                                                 for s in said],
-                       where="post", label="QEMU's switchover (tcp-switchover-bandwidth)",
+                       where="post", label="QEMU's switchover (x-tcp-switchover-bandwidth)",
                        color="tab:purple")
     elif result.switchover_bandwidth_bps:
         bandwidth.axhline(result.switchover_bandwidth_bps / 1e6, label="declared switchover",

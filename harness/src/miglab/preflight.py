@@ -23,7 +23,7 @@ from pathlib import Path
 from . import artifacts, libvirthost, phases, units
 from .artifacts import MissingArtifact
 from .link import netem_available
-from .migration import PARAM, TCP_PARAM
+from .migration import PARAM, TCP_PARAMS
 from .scenario import Scenario, ScenarioError
 
 VERSION_TIMEOUT_S = 5.0
@@ -34,10 +34,12 @@ BANNER = b"QEMU emulator version"  # every QEMU's --version text
 X86_64 = b"x86_64-cpu"  # the CPU type only a qemu-system-x86_64 registers (i386's is i386-cpu)
 Q35 = b"q35-pcihost"  # the q35 machine's host bridge: the lab's guests are q35 (vm.py)
 PARAMETER = PARAM.encode()  # the QAPI name, in the introspection data of QEMUs that have it
-TCP_PARAMETER = TCP_PARAM.encode()  # likewise: only our patched builds have it
+# likewise, QEMU's own automatic mode (our patched builds), under either
+# name; the second is a substring of the first, which is looked for first
+TCP_PARAMETERS = tuple(name.encode() for name in TCP_PARAMS)
 # the trace event of the downtime's checkpoints (phases.py): QEMU 8.2 and later
 CHECKPOINTS = phases.MARKER
-_MARKERS = (BANNER, X86_64, Q35, PARAMETER, TCP_PARAMETER, CHECKPOINTS)
+_MARKERS = (BANNER, X86_64, Q35, PARAMETER, *TCP_PARAMETERS, CHECKPOINTS)
 _CHUNK = 1 << 20
 
 
@@ -51,7 +53,7 @@ class QemuBinary:
     path: Path
     version: str  # as --version prints it, e.g. 7.2.22
     has_switchover_bandwidth: bool  # knows avail-switchover-bandwidth
-    has_tcp_switchover_bandwidth: bool = False  # knows tcp-switchover-bandwidth (qemu-auto)
+    tcp_param: str | None = None  # its name of QEMU's own automatic mode (qemu-auto), if any
 
     def describe(self) -> str:
         """E.g. stock (Debian 12's QEMU 7.2: 7.2.22), /usr/bin/qemu-system-x86_64 (QEMU 7.2.0)."""
@@ -143,7 +145,16 @@ def check_qemu(choice: str, where: str) -> QemuBinary:
     if Q35 not in markers:  # Debian's qemu-system-x86_64-microvm, say
         raise PreflightError(f"{where}: {path} is QEMU {version} for x86_64 but without the"
                              f" q35 machine the lab's guests run on; {accepted} with q35")
-    return QemuBinary(choice, path, version, PARAMETER in markers, TCP_PARAMETER in markers)
+    return QemuBinary(choice, path, version, PARAMETER in markers, _tcp_param(markers))
+
+
+def _tcp_param(markers: frozenset[bytes]) -> str | None:
+    return next((m.decode() for m in TCP_PARAMETERS if m in markers), None)
+
+
+def tcp_param(path: Path) -> str | None:
+    """The name the QEMU at @path knows QEMU's own automatic mode by, or None."""
+    return _tcp_param(_markers(_identity(path)))
 
 
 def _builds_with(marker: bytes) -> list[str]:
@@ -165,12 +176,12 @@ def _check_qemus(s: Scenario, where: str) -> None:
         check_qemu(s.dst_qemu, f"--dst-qemu {s.dst_qemu!r}")
     # The parameter is set on the source only (migration.configure), whenever
     # it is given: auto starts it at 0, and QEMUs without it refuse even 0.
-    if s.switchover_qemu_auto and not src.has_tcp_switchover_bandwidth:
-        builds = _builds_with(TCP_PARAMETER)
+    if s.switchover_qemu_auto and not src.tcp_param:
+        builds = _builds_with(TCP_PARAMETERS[-1])  # a substring of both names
         having = (f"builds here that have it: {', '.join(builds)}" if builds else
                   "miglab's patched builds have it (scripts/build-qemu)")
         raise PreflightError(f"--switchover-bandwidth qemu-auto with {where}: {src.describe()}"
-                             f" has no {TCP_PARAMETER.decode()} parameter; {having}")
+                             f" has no {TCP_PARAMS[0]} parameter; {having}")
     declared = s.switchover_bandwidth_bytes_per_s
     if (declared is None and not s.switchover_auto) or src.has_switchover_bandwidth:
         return

@@ -6,6 +6,15 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+# query-migrate's report of QEMU's own automatic mode (our patched builds),
+# under its downstream name, and without the x- should upstream take it.
+REPORTED_BANDWIDTH = ("x-switchover-bandwidth", "switchover-bandwidth")
+REPORTED_SOURCE = ("x-switchover-bandwidth-source", "switchover-bandwidth-source")
+
+
+def _reported(info: dict[str, Any], names: tuple[str, ...]) -> Any:
+    return next((info[n] for n in names if n in info), None)
+
 
 @dataclass
 class Sample:
@@ -20,7 +29,7 @@ class Sample:
     expected_downtime_ms: int = 0
     dirty_sync_count: int = 0
     # what QEMU's last switchover decision assumed, and where it came from
-    # (declared, tcp or estimate); only QEMUs with tcp-switchover-bandwidth on say
+    # (declared, tcp or estimate); only QEMUs with x-tcp-switchover-bandwidth on say
     switchover_bandwidth_bps: float | None = None
     switchover_bandwidth_source: str | None = None
 
@@ -36,9 +45,9 @@ class Sample:
             dirty_pages_rate=ram.get("dirty-pages-rate", 0),
             expected_downtime_ms=info.get("expected-downtime", 0),
             dirty_sync_count=ram.get("dirty-sync-count", 0),
-            switchover_bandwidth_bps=info["switchover-bandwidth"] * 8
-            if "switchover-bandwidth" in info else None,
-            switchover_bandwidth_source=info.get("switchover-bandwidth-source"),
+            switchover_bandwidth_bps=None if (bw := _reported(info, REPORTED_BANDWIDTH)) is None
+            else bw * 8,
+            switchover_bandwidth_source=_reported(info, REPORTED_SOURCE),
         )
 
 

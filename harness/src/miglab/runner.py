@@ -186,7 +186,7 @@ def checked_link(s: Scenario, progress: Progress,
 def _switchover_how(s: Scenario, source: str | None) -> str:
     """How the switchover bandwidth was set, for the verdict's reasons."""
     if s.switchover_qemu_auto:
-        return f"QEMU's own (tcp-switchover-bandwidth; its source: {source or 'not reported'})"
+        return f"QEMU's own (x-tcp-switchover-bandwidth; its source: {source or 'not reported'})"
     return "automatic (kernel TCP samples)" if s.switchover_auto else "declared"
 
 

@@ -76,7 +76,7 @@ class Scenario:
     downtime_limit_ms: int = 300
     switchover_bandwidth_bytes_per_s: int | None = None  # None: parameter not set
     switchover_auto: bool = False  # set from the kernel's TCP samples (autotune.py)
-    # QEMU takes it from its own channels' TCP samples (tcp-switchover-bandwidth)
+    # QEMU takes it from its own channels' TCP samples (x-tcp-switchover-bandwidth)
     switchover_qemu_auto: bool = False
     multifd_channels: int = 0  # 0: one migration connection, no multifd
     cross_traffic_flows: int = 0  # bulk TCP flows sharing the link during the migration

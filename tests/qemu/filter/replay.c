@@ -3,8 +3,10 @@
  * bandwidth filter (migration/switchover-bw.c of a patched tree, compiled
  * beside this file by tests/qemu/test_filter_agreement.py).
  *
- * stdin: one sample a line, "time_ms,channel,rate_bytes_per_s,app_limited",
- * the samples of one reading (every channel at one time) on adjacent lines.
+ * stdin: one reading of a channel a line, "time_ms,channel,rate_bytes_per_s,
+ * app_limited,delivered,bytes_acked,limited_us" (the fields of
+ * SwitchoverBwReading), the readings of one time (every channel) on
+ * adjacent lines.
  * stdout: one line a reading, "time_ms,bandwidth_bytes_per_s" after it has
  * been added, or "time_ms,-" while the filter has no estimate.
  */
@@ -30,15 +32,16 @@ static void estimate(const SwitchoverBwWindow *w, unsigned int n, int64_t t)
 int main(void)
 {
     SwitchoverBwWindow w[MAX_CHANNELS];
-    unsigned int channels = 0, channel, app_limited, i;
+    SwitchoverBwReading r;
+    unsigned int channels = 0, channel, app_limited, delivered, i;
     int64_t t, reading = -1;
-    uint64_t rate;
 
     for (i = 0; i < MAX_CHANNELS; i++) {
         switchover_bw_window_reset(&w[i]);
     }
-    while (scanf("%" SCNd64 ",%u,%" SCNu64 ",%u", &t, &channel, &rate,
-                 &app_limited) == 4) {
+    while (scanf("%" SCNd64 ",%u,%" SCNu64 ",%u,%u,%" SCNu64 ",%" SCNu64, &t,
+                 &channel, &r.delivery_rate, &app_limited, &delivered,
+                 &r.bytes_acked, &r.limited_us) == 7) {
         if (channel >= MAX_CHANNELS) {
             fprintf(stderr, "channel %u: at most %d\n", channel, MAX_CHANNELS);
             return 2;
@@ -48,7 +51,9 @@ int main(void)
         }
         reading = t;
         channels = channel + 1 > channels ? channel + 1 : channels;
-        switchover_bw_window_add(&w[channel], t, rate, app_limited);
+        r.app_limited = app_limited;
+        r.delivered = delivered;
+        switchover_bw_window_add(&w[channel], t, &r);
     }
     if (reading >= 0) {
         estimate(w, channels, reading);
