@@ -75,6 +75,22 @@ ensure_apt_suite() { # suite
 # packages. The host's apt sources and state are left as they are, so
 # neither its `apt-get update`, `apt-get source` nor `apt-get install` ever
 # sees that suite.
+# Copies ninja's output (stdin) to LOG and, every 15 s, says how far the
+# build has come: "FLAVOUR: N/M steps (P%), T s". A cold build of a QEMU
+# takes minutes; without it the only sign of life would be the fan.
+build_progress() { # flavour, log file
+    local flavour=$1 out=$2 line start=$SECONDS last=$SECONDS
+    : >"$out"
+    while IFS= read -r line; do
+        printf '%s\n' "$line" >>"$out"
+        if [[ $line =~ ^\[([0-9]+)/([0-9]+)\] ]] && ((SECONDS - last >= 15)); then
+            last=$SECONDS
+            log "$flavour: ${BASH_REMATCH[1]}/${BASH_REMATCH[2]} steps" \
+                "($((BASH_REMATCH[1] * 100 / BASH_REMATCH[2]))%), $((SECONDS - start)) s"
+        fi
+    done
+}
+
 apt_view_opts() { # suite
     local dir=$MIGLAB_CACHE/apt-$1
     # (the lists live under root's home, where apt's _apt user cannot write)

@@ -36,6 +36,8 @@ PHASES = (
     ("dst-precopy-bh-vm-started", "destination: resuming the guest (announce, VM start)"),
 )
 LAST_PHASE = "destination: guest's first heartbeat after it started"
+# The one phase downtime-limit bounds (it is computed for RAM's last pass).
+RAM_PHASE = PHASES[1][1]
 
 
 def trace_args(log_file: Path) -> list[str]:

@@ -94,6 +94,10 @@ class Result:
     # later, both sides): [{"name", "ms"}] in order, adding up to it
     pause_phases: list[dict[str, Any]] = field(default_factory=list)
     paused_over_limit: bool | None = None
+    # the part of the pause downtime-limit does not bound, and the limit
+    # that keeps the pause within the one asked for (verdict.pause_advice)
+    pause_unbounded_ms: float | None = None
+    advised_downtime_limit_ms: int | None = None
     # how the lab drove QEMU (qmp or libvirt); a libvirt run's downtime_ms is
     # libvirt's own (source paused to destination resumed), its record in libvirt
     via: str = "qmp"

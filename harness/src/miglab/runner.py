@@ -364,17 +364,23 @@ def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
     guests = _check_guests(s, outcome, env.src, env.dst)
     seen = guests.blackout
     final_ms = _final_limit_ms(s, ramped)
-    cut = _pause_phases(env, seen) if seen else []
+    cut = phases.records(_pause_phases(env, seen)) if seen else []
     estimate = next((x.mbps * 1e6 for x in reversed(outcome.samples)
                      if x.status == "active" and x.mbps > 0), None)
+    advice = verdict.pause_advice(
+        seen.ms if seen else None, outcome.downtime_ms, cut, s.downtime_limit_ms,
+        env.check.measured_bps if env.check else None, switchover_bps or estimate) \
+        if outcome.status == Status.COMPLETED else None
     ready = ready_info(env.src.console.lines()) if env.src.console else None
     return Result(
         status=outcome.status, integrity=guests.integrity, downtime_ms=outcome.downtime_ms,
         observed_blackout_ms=round(seen.ms, 1) if seen else None,
-        pause_phases=phases.records(cut),
+        pause_phases=cut,
         blackout_error_ms=round(seen.error_ms, 1) if seen else None,
         paused_over_limit=verdict.paused_over_limit(seen.ms, seen.error_ms, final_ms)
         if seen else None,
+        pause_unbounded_ms=advice.unbounded_ms if advice else None,
+        advised_downtime_limit_ms=advice.advised_limit_ms if advice else None,
         downtime_limit_ms=s.downtime_limit_ms, total_time_ms=outcome.total_time_ms,
         link_rate_bps=round(env.check.measured_bps) if env.check else None,
         estimated_bandwidth_bps=estimate,
@@ -394,6 +400,7 @@ def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
         downtime_ramp=_ramp_record(ramped, outcome) if ramped else {},
         reasons=_verdict_reasons(s, outcome, env.check, estimate, switchover_bps,
                                  _switchover_how(s, source), guests, ramped)
+        + ([verdict.advice_reason(advice)] if advice else [])
         + ([f"the automatic mode summed {tuner.connections} migration connection(s)"]
            if tuner else [])
         + (verdict.cross_traffic_reasons(cross) if cross else [])

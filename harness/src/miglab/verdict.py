@@ -13,13 +13,22 @@
 - the guest's pause seen from outside (the blackout) is judged beside it:
   a run whose blackout, less its error bound, is above the limit paused
   the guest longer than the limit, whatever QEMU's downtime says
-  (paused_over_limit; `miglab run` exits 3 for it).
+  (paused_over_limit; `miglab run` exits 3 for it);
+- the advice for a pause within the limit (pause_advice): downtime-limit
+  bounds RAM's last pass only, at the switchover bandwidth QEMU assumed;
+  the rest of the pause (device state, the destination's load of the rest
+  and its resume) it does not count, so a limit that keeps the pause
+  within L is L less that rest, scaled by the link's rate over the
+  bandwidth assumed when that was more than the link carried.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from .phases import RAM_PHASE
 from .units import human_bits
 
 if TYPE_CHECKING:
@@ -86,6 +95,46 @@ def paused_over_limit(blackout_ms: float | None, error_ms: float | None,
     if blackout_ms is None or error_ms is None:
         return None
     return blackout_ms - error_ms > limit_ms
+
+
+@dataclass(frozen=True)
+class PauseAdvice:
+    wanted_ms: int  # the pause asked for: the user's downtime-limit
+    unbounded_ms: float  # the part of the pause downtime-limit does not bound
+    # the bandwidth QEMU assumed over the link's measured rate, when above 1
+    overassumed: float
+    advised_limit_ms: int | None  # None: the unbounded part alone fills wanted_ms
+
+
+def pause_advice(blackout_ms: float | None, downtime_ms: int | None,
+                 phases: list[dict[str, Any]], wanted_ms: int, link_bps: float | None,
+                 switchover_bps: float | None) -> PauseAdvice | None:
+    """The downtime-limit that keeps the guest's pause within @wanted_ms, from
+    a completed run: the blackout (the pause's upper bound) less RAM's last
+    pass where QEMU traced its checkpoints (@phases), else less QEMU's
+    downtime (7.2: the device state then counts as bounded), is the part the
+    limit does not bound; the rest of @wanted_ms is what the limit may be,
+    less the share by which the bandwidth QEMU assumed (@switchover_bps)
+    was above the link's measured rate. None without a blackout."""
+    if blackout_ms is None or downtime_ms is None:
+        return None
+    ram_ms = next((p["ms"] for p in phases if p["name"] == RAM_PHASE), None)
+    unbounded = max(0.0, blackout_ms - (downtime_ms if ram_ms is None else ram_ms))
+    over = switchover_bps / link_bps if link_bps and switchover_bps else 1.0
+    advised = math.floor((wanted_ms - unbounded) / max(1.0, over))
+    return PauseAdvice(wanted_ms, round(unbounded, 1), round(max(1.0, over), 3),
+                       advised if advised > 0 else None)
+
+
+def advice_reason(a: PauseAdvice) -> str:
+    where = (f"{a.unbounded_ms:.0f} ms of the guest's pause lay outside what downtime-limit"
+             " bounds (device state, the destination's load and resume)")
+    if a.advised_limit_ms is None:
+        return f"{where}: no downtime-limit keeps the pause within {a.wanted_ms} ms"
+    scaled = (f", and the bandwidth assumed was {a.overassumed:.0%} of the link's"
+              if a.overassumed > 1 else "")
+    return (f"{where}{scaled}: for a pause within {a.wanted_ms} ms, set downtime-limit to"
+            f" {a.advised_limit_ms} ms")
 
 
 def pause_reason(blackout_ms: float, error_ms: float, limit_ms: int) -> str:
