@@ -74,30 +74,30 @@ def test_no_phases_without_every_checkpoint() -> None:
 
 # The phases of a run here (upstream 10.0, 2026-12-05): 234 ms of pause,
 # QEMU's downtime 178 ms, RAM's last pass 177 ms of it.
-TRACED = [{"name": "guest's last heartbeat to the source stopping it", "ms": 9.0},
-          {"name": phases.RAM_PHASE, "ms": 177.0},
-          {"name": "source: device state", "ms": 1.0},
-          {"name": "destination: the rest of the stream loaded", "ms": 26.0},
-          {"name": "destination: resuming the guest (announce, VM start)", "ms": 0.2},
-          {"name": phases.LAST_PHASE, "ms": 20.8}]
+TRACED = [phases.Phase("guest's last heartbeat to the source stopping it", 9.0),
+          phases.Phase(phases.RAM_PHASE, 177.0),
+          phases.Phase("source: device state", 1.0),
+          phases.Phase("destination: the rest of the stream loaded", 26.0),
+          phases.Phase("destination: resuming the guest (announce, VM start)", 0.2),
+          phases.Phase(phases.LAST_PHASE, 20.8)]
 
 
 def test_the_advice_takes_what_the_limit_does_not_bound_off_the_pause_asked_for() -> None:
     # traced: all but RAM's last pass; the link's rate declared (1 Gbit/s)
     # for 950 Mbit/s carried: the RAM part may run 5% over the limit
-    a = verdict.pause_advice(234.0, 178, TRACED, 300, 950e6, 1e9)
+    a = verdict.pause_advice(234.0, 178, phases.ram_pass_ms(TRACED), 300, 950e6, 1e9)
     assert a is not None
     assert (a.unbounded_ms, a.overassumed, a.advised_limit_ms) == (57.0, 1.053, 230)
     assert "set downtime-limit to 230 ms" in verdict.advice_reason(a)
     # 7.2, no checkpoints: the pause less QEMU's downtime; an automatic
     # mode's value under the link scales nothing
-    a = verdict.pause_advice(290.0, 255, [], 300, 957e6, 884e6)
+    a = verdict.pause_advice(290.0, 255, phases.ram_pass_ms([]), 300, 957e6, 884e6)
     assert a is not None and (a.unbounded_ms, a.advised_limit_ms) == (35.0, 265)
 
 
 def test_no_limit_is_advised_when_the_rest_of_the_pause_alone_fills_it() -> None:
     # the destination held 1.2 s after the source completed (test_pause_verdict.py)
-    a = verdict.pause_advice(1450.0, 190, [], 600, 950e6, 1e9)
+    a = verdict.pause_advice(1450.0, 190, None, 600, 950e6, 1e9)
     assert a is not None and a.advised_limit_ms is None
     assert "no downtime-limit keeps the pause within 600 ms" in verdict.advice_reason(a)
-    assert verdict.pause_advice(None, 190, [], 300, 950e6, 1e9) is None
+    assert verdict.pause_advice(None, 190, None, 300, 950e6, 1e9) is None

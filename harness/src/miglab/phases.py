@@ -83,6 +83,11 @@ def clock_offset_s() -> float:
     return time.time() - time.monotonic()
 
 
+def ram_pass_ms(cut: list[Phase]) -> float | None:
+    """How long the source took to stop the guest and send RAM's last pass."""
+    return next((p.ms for p in cut if p.name == RAM_PHASE), None)
+
+
 def records(cut: list[Phase]) -> list[dict[str, Any]]:
     return [asdict(p) for p in cut]
 

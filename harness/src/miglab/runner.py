@@ -364,18 +364,19 @@ def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
     guests = _check_guests(s, outcome, env.src, env.dst)
     seen = guests.blackout
     final_ms = _final_limit_ms(s, ramped)
-    cut = phases.records(_pause_phases(env, seen)) if seen else []
+    cut = _pause_phases(env, seen) if seen else []
     estimate = next((x.mbps * 1e6 for x in reversed(outcome.samples)
                      if x.status == "active" and x.mbps > 0), None)
     advice = verdict.pause_advice(
-        seen.ms if seen else None, outcome.downtime_ms, cut, s.downtime_limit_ms,
+        seen.ms if seen else None, outcome.downtime_ms, phases.ram_pass_ms(cut),
+        s.downtime_limit_ms,
         env.check.measured_bps if env.check else None, switchover_bps or estimate) \
         if outcome.status == Status.COMPLETED else None
     ready = ready_info(env.src.console.lines()) if env.src.console else None
     return Result(
         status=outcome.status, integrity=guests.integrity, downtime_ms=outcome.downtime_ms,
         observed_blackout_ms=round(seen.ms, 1) if seen else None,
-        pause_phases=cut,
+        pause_phases=phases.records(cut),
         blackout_error_ms=round(seen.error_ms, 1) if seen else None,
         paused_over_limit=verdict.paused_over_limit(seen.ms, seen.error_ms, final_ms)
         if seen else None,

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from .phases import RAM_PHASE
 from .units import human_bits
 
 if TYPE_CHECKING:
@@ -106,19 +105,18 @@ class PauseAdvice:
     advised_limit_ms: int | None  # None: the unbounded part alone fills wanted_ms
 
 
-def pause_advice(blackout_ms: float | None, downtime_ms: int | None,
-                 phases: list[dict[str, Any]], wanted_ms: int, link_bps: float | None,
+def pause_advice(blackout_ms: float | None, downtime_ms: int | None, ram_ms: float | None,
+                 wanted_ms: int, link_bps: float | None,
                  switchover_bps: float | None) -> PauseAdvice | None:
     """The downtime-limit that keeps the guest's pause within @wanted_ms, from
     a completed run: the blackout (the pause's upper bound) less RAM's last
-    pass where QEMU traced its checkpoints (@phases), else less QEMU's
+    pass where QEMU traced its checkpoints (@ram_ms), else less QEMU's
     downtime (7.2: the device state then counts as bounded), is the part the
     limit does not bound; the rest of @wanted_ms is what the limit may be,
     less the share by which the bandwidth QEMU assumed (@switchover_bps)
     was above the link's measured rate. None without a blackout."""
     if blackout_ms is None or downtime_ms is None:
         return None
-    ram_ms = next((p["ms"] for p in phases if p["name"] == RAM_PHASE), None)
     unbounded = max(0.0, blackout_ms - (downtime_ms if ram_ms is None else ram_ms))
     over = switchover_bps / link_bps if link_bps and switchover_bps else 1.0
     advised = math.floor((wanted_ms - unbounded) / max(1.0, over))
