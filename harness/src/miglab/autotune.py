@@ -303,10 +303,9 @@ class Autotuner:
         """measured_bps(), how many busy connections it came from, and how
         many of them were held back by their receiver."""
         with self._lock:
-            bound = [bps for f in self._filters.values()
-                     if (bps := f.receiver_bound_bps()) is not None]
-            sampled = [f for f in self._filters.values()
-                       if f.receiver_bound_bps() is None and f.samples >= MIN_SAMPLES]
+            by_receiver = [(f, f.receiver_bound_bps()) for f in self._filters.values()]
+            bound = [bps for _, bps in by_receiver if bps is not None]
+            sampled = [f for f, bps in by_receiver if bps is None and f.samples >= MIN_SAMPLES]
             busy = len(bound) + len(sampled)
             if not busy:
                 return None, 0, 0
