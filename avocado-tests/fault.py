@@ -13,6 +13,7 @@ from labtest import LabTest
 
 from miglab import migration, runner
 from miglab.deadline import wait_for
+from miglab.lab import Lab, lab
 from miglab.migration import MigrationSettings
 from miglab.verdict import Integrity, Status
 from miglab.vm import ExecuteError
@@ -27,11 +28,10 @@ class MidMigrationFault(LabTest):
 
     def setUp(self) -> None:
         super().setUp()
-        self.s = self.scenario(**{"qemu": "patched", "link-rate": "1gbit", "hot-set": "12M",
-                                  "dirty-rate": "40M", "max-bandwidth": "8M",
-                                  "downtime-limit": 300, "accel": "tcg"})
+        self.s = self.scenario("capped-precopy", **{"qemu": "patched", "hot-set": "12M",
+                                                    "accel": "tcg"})
 
-    def _start(self, env: runner.Lab) -> float:
+    def _start(self, env: Lab) -> float:
         migration.configure(env.src, env.dst, self.s.migration())
         started = migration.start(env.src, env.dst, env.uri)
         # well inside the bulk pass: the migration has been active for a while
@@ -45,7 +45,7 @@ class MidMigrationFault(LabTest):
         self.assertEqual(result.integrity, Integrity.OK, result.reasons)
 
     def test_link_cut_fails_the_migration_and_a_retry_completes(self) -> None:
-        with runner.lab(self.s, self.logs) as env:
+        with lab(self.s, self.logs) as env:
             started = self._start(env)
             env.link.set_up(False)
             outcome = self.watch(env, started, deadline_s=90)
@@ -63,7 +63,7 @@ class MidMigrationFault(LabTest):
             self.assert_completed(result)
 
     def test_destination_killed_source_keeps_running(self) -> None:
-        with runner.lab(self.s, self.logs) as env:
+        with lab(self.s, self.logs) as env:
             started = self._start(env)
             env.dst.kill()
             outcome = self.watch(env, started, deadline_s=60)
@@ -72,7 +72,7 @@ class MidMigrationFault(LabTest):
             self._assert_source_intact(result)
 
     def test_cancel_resumes_the_source(self) -> None:
-        with runner.lab(self.s, self.logs) as env:
+        with lab(self.s, self.logs) as env:
             started = self._start(env)
             self.assertEqual(migration.cancel(env.src), "cancelled")
             outcome = self.watch(env, started, deadline_s=1)
@@ -81,7 +81,7 @@ class MidMigrationFault(LabTest):
             self._assert_source_intact(result)
 
     def test_destination_not_listening_fails_at_once(self) -> None:
-        with runner.lab(self.s, self.logs) as env:
+        with lab(self.s, self.logs) as env:
             migration.configure(env.src, env.dst, self.s.migration())
             started = time.monotonic()
             try:

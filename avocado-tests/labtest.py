@@ -16,9 +16,12 @@ from pathlib import Path
 from avocado import Test
 
 from miglab import artifacts, leftovers, migration, ownership, runner, scenario
+from miglab.lab import Lab
 from miglab.migration import Outcome
 from miglab.result import Result
 from miglab.verdict import Integrity, Status
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 
 
 class LabTest(Test):
@@ -39,8 +42,11 @@ class LabTest(Test):
         if left:
             self.fail(f"left behind: {left}")
 
-    def scenario(self, **values: object) -> scenario.Scenario:
-        return scenario.parse({k: str(v) for k, v in values.items()})
+    def scenario(self, shipped: str | None = None, **values: object) -> scenario.Scenario:
+        """scenarios/@shipped.yaml, as a user runs it, with only @values changed
+        (the defaults' if no file is named)."""
+        base = scenario.load_yaml(SCENARIOS / f"{shipped}.yaml") if shipped else None
+        return scenario.parse({k: str(v) for k, v in values.items()}, base)
 
     def record(self, result: Result, name: str = "result") -> Result:
         result.write_json(self.logs / f"{name}.json")
@@ -57,9 +63,9 @@ class LabTest(Test):
         self.assertEqual(result.integrity, Integrity.OK, result.reasons)
         self.assertEqual(result.destination_alive, True)
 
-    def watch(self, env: runner.Lab, started: float, deadline_s: float) -> Outcome:
+    def watch(self, env: Lab, started: float, deadline_s: float) -> Outcome:
         """Follow a migration started by the test until it ends or the deadline."""
         samples: list = []
         info = migration.follow(lambda: env.src.command("query-migrate"), started,
                                 deadline_s, samples)
-        return migration.decide(samples, info, time.monotonic(), started)
+        return migration.decide(samples, info, time.monotonic())

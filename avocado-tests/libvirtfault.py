@@ -27,10 +27,9 @@ class LibvirtDaemonKilled(LabTest):
     """
 
     def test_destination_libvirtd_killed_then_a_retry_completes(self) -> None:
-        s = self.scenario(**{"qemu": "patched", "via": "libvirt", "link-rate": "1gbit",
-                             "hot-set": "12M", "dirty-rate": "40M", "max-bandwidth": "8M",
-                             "switchover-bandwidth": "125M", "downtime-limit": 300,
-                             "accel": "tcg"})
+        s = self.scenario("capped-precopy", **{"qemu": "patched", "via": "libvirt",
+                                               "hot-set": "12M", "switchover-bandwidth": "125M",
+                                               "accel": "tcg"})
         with libvirtlab.lab(s, self.logs) as env:
             killed_at: list[float] = []
 

@@ -51,11 +51,8 @@ CAP_BYTES_PER_S = 8_000_000
 AUTO_LOW = 0.78  # under the least auto declared on one connection (80%, tests/unit/data)
 CAPPED_DEADLINE_S = 35  # iteration 3 at about 14 s, then a rise every 10 s: 407 ms by 35 s
 
-NEAR_LINK = {"link-rate": "100mbit", "hot-set": "5M", "dirty-rate": "36M",
-             "max-bandwidth": "1G", "downtime-limit": 300, "timeout": 35, "accel": "tcg"}
+NEAR_LINK_DEADLINE_S = 35  # a rise every 10 s from about 8 s: 407 ms by 28 s
 NEAR_LINK_STEADY_S = 25  # without the ramp: 200 passes or so, none admitted
-NEAR_HOT_BYTES = 5 * 1024 * 1024
-NEAR_DIRTY_BYTES_PER_S = 36 * 1024 * 1024
 
 
 def settled_dirty_fraction(ratio: float) -> float:
@@ -87,26 +84,28 @@ class DowntimeRampVsBandwidth(LabTest):
         link_rate = self.params.get("link_rate", default="1gbit")
         limit_ms = int(self.params.get("downtime_limit", default=300))
         values = {**self._mode(), "link-rate": link_rate, "hot-set": "12M",
-                  "dirty-rate": "40M", "max-bandwidth": CAP_BYTES_PER_S,
                   "downtime-limit": limit_ms, "timeout": CAPPED_DEADLINE_S, "accel": "tcg"}
         if values.get("switchover-bandwidth") == "link":
             values["switchover-bandwidth"] = units.parse_bits_per_s(link_rate) // 8
-        s = self.scenario(**values)
+        s = self.scenario("capped-precopy", **values)
+        self.assertEqual((s.max_bandwidth_bytes_per_s, s.hot_set_mib << 20),
+                         (CAP_BYTES_PER_S, CAPPED_HOT_BYTES))
         ramp = s.downtime_ramp or DowntimeRamp()
         result = self.run_scenario(s)
         estimated_ms = CAPPED_HOT_BYTES / CAP_BYTES_PER_S * 1000
-        if not s.switchover_auto:
+        if not s.switchover.auto:
             # premise: QEMU's prediction is above every limit of the ramp
             self.assertGreater(estimated_ms, ramp.ceiling_ms * DOWNTIME_ALLOWANCE)
             self.assertEqual(result.status, Status.NOT_CONVERGED, result.reasons)
             self.assertEqual(result.source_alive, True)
             self.assertEqual(result.integrity, Integrity.OK, result.reasons)
             if s.downtime_ramp:  # it did climb, every 10 s from iteration 3
-                changes = result.downtime_ramp["changes"]
+                assert result.downtime_ramp
+                changes = result.downtime_ramp.changes
                 self.assertGreaterEqual(len(changes), 2, result.downtime_ramp)
-                self.assertGreaterEqual(changes[0]["iteration"], ramp.start_iteration)
+                self.assertGreaterEqual(changes[0].iteration, ramp.start_iteration)
                 for a, b in itertools.pairwise(changes):
-                    self.assertGreaterEqual(b["t_s"] - a["t_s"], ramp.cooldown_s - 0.01)
+                    self.assertGreaterEqual(b.t_s - a.t_s, ramp.cooldown_s - 0.01)
             return
         # ramp + auto: at the latest the first step whose limit covers, at
         # the slowest rate auto may declare, the hot set and the guest's other
@@ -120,23 +119,25 @@ class DowntimeRampVsBandwidth(LabTest):
         self.assertEqual(result.status, Status.COMPLETED, result.reasons)
         self.assertEqual(result.integrity, Integrity.OK, result.reasons)
         if s.downtime_ramp:
-            self.assertLessEqual(result.downtime_ramp["limit_at_switchover_ms"],
+            assert result.downtime_ramp and result.downtime_ramp.limit_at_switchover_ms
+            self.assertLessEqual(result.downtime_ramp.limit_at_switchover_ms,
                                  ramp.limit_ms(step), result.downtime_ramp)
         # within what the user asked for, whatever the ramp's limit was then
         self.assertTrue(within_limit(result.downtime_ms, limit_ms), result.reasons)
 
     def test_near_link(self) -> None:
-        values = {**self._mode(), **NEAR_LINK}
+        values = {**self._mode(), "accel": "tcg", "timeout": NEAR_LINK_DEADLINE_S}
         if "downtime-ramp" not in values:
             values["timeout"] = NEAR_LINK_STEADY_S
         if values.get("switchover-bandwidth") == "link":
-            values["switchover-bandwidth"] = units.parse_bits_per_s(NEAR_LINK["link-rate"]) // 8
-        s = self.scenario(**values)
+            values["switchover-bandwidth"] = self.scenario("near-link").link_rate_bps // 8
+        s = self.scenario("near-link", **values)
         ramp = s.downtime_ramp or DowntimeRamp()
         result = self.run_scenario(s)
         goodput_bytes_per_s = result.link_rate_bps / 8
-        ratio = NEAR_DIRTY_BYTES_PER_S / goodput_bytes_per_s
-        expected_ms = settled_dirty_fraction(ratio) * NEAR_HOT_BYTES / goodput_bytes_per_s * 1000
+        ratio = (s.dirty_rate_mib << 20) / goodput_bytes_per_s
+        expected_ms = (settled_dirty_fraction(ratio) * (s.hot_set_mib << 20)
+                       / goodput_bytes_per_s * 1000)
         self.log.info("dirty rate %.2f x the link: %.0f ms expected at the settled point",
                       ratio, expected_ms)
         # premise: the settled expected downtime is above the user's limit by

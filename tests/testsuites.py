@@ -57,14 +57,14 @@ def avocado(name: str, tests: str, yaml: str | None, expected: int) -> Suite:
 
 SUITES = [
     Suite("ruff", "ruff", (str(ROOT),), 1),
-    Suite("unit", "pytest", (str(ROOT / "tests" / "unit"),), 330),
+    Suite("unit", "pytest", (str(ROOT / "tests" / "unit"),), 340),
     Suite("qemu", "pytest", (str(ROOT / "tests" / "qemu"),), 132),
-    Suite("lab", "pytest", (str(ROOT / "tests" / "lab"),), 55),
+    Suite("lab", "pytest", (str(ROOT / "tests" / "lab"),), 56),
     Suite("selftest", "tap", (str(ROOT / "scripts" / "qemu-selftest"),), 18),
     avocado("api", "api.py", "api.yaml", 10),
     avocado("fault", "fault.py overdeclared.py libvirtfault.py", None, 6),
-    avocado("convergence", "convergence.py:CappedPrecopy", "convergence.yaml", 6),
-    avocado("auto", "convergence.py:CappedPrecopy", "auto.yaml", 4),
+    avocado("convergence", "convergence.py:CappedPrecopy", "convergence.yaml", 4),
+    avocado("auto", "convergence.py:CappedPrecopy", "auto.yaml", 3),
     avocado("qemu-auto", "convergence.py:CappedPrecopy", "qemu-auto.yaml", 4),
     avocado("multifd", "convergence.py:CappedPrecopy", "multifd.yaml", 5),
     avocado("shapes", "convergence.py:CappedPrecopy", "shapes.yaml", 2),

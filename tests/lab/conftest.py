@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
 from miglab import leftovers
+
+# the shipped capped scenario, which the lab tests run with a few keys changed
+CAPPED_YAML = Path(__file__).resolve().parents[2] / "scenarios" / "capped-precopy.yaml"
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import CAPPED_YAML
+
 from miglab.libvirthost import LibvirtHost
 from miglab.link import DST_ADDR, SRC_ADDR, Link, LinkConfig
 
@@ -48,8 +50,8 @@ def test_a_scenario_between_two_hosts_given_by_uri(tmp_path: Path) -> None:
             ["ip", "netns", "exec", link.src_ns, *MIGLAB, "run", "--via", "libvirt",
              "--src-uri", uri(SRC_ADDR), "--dst-uri", uri(DST_ADDR),
              "--migrate-address", DST_ADDR, "--qemu", "patched",
-             "--switchover-bandwidth", "qemu-auto", "--hot-set", "12M", "--dirty-rate", "40M",
-             "--max-bandwidth", "8M", "--accel", "tcg", "--json", str(out)],
+             "--scenario", str(CAPPED_YAML), "--switchover-bandwidth", "qemu-auto",
+             "--hot-set", "12M", "--accel", "tcg", "--json", str(out)],
             capture_output=True, text=True, timeout=300)
         result = json.loads(out.read_text())
         # 3: passed, the guest seen paused longer than the limit (miglab --help)

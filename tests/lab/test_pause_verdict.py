@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from miglab import migration, runner, scenario, verdict
+from miglab.lab import lab
 from miglab.report import summary
 from miglab.verdict import Integrity, Status
 
@@ -37,7 +38,7 @@ def test_a_pause_longer_than_the_limit_outside_qemus_downtime(tmp_path: Path,
                                                               hold: bool) -> None:
     s = scenario.parse({"qemu": "patched", "hot-set": "12M", "switchover-bandwidth": "125M",
                         "downtime-limit": str(LIMIT_MS), "accel": "tcg", "timeout": "60"})
-    with runner.lab(s, tmp_path, dst_extra_args=["-S"] if hold else []) as env:
+    with lab(s, tmp_path, dst_extra_args=["-S"] if hold else []) as env:
         outcome = migration.run(env.src, env.dst, s.migration(), env.uri, s.timeout_s)
         assert outcome.status == Status.COMPLETED, outcome.error
         if hold:

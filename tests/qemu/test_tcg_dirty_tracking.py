@@ -38,6 +38,7 @@ intact and verified: the positive control gets the same number of runs.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
@@ -54,10 +55,11 @@ from conftest import GuestPair
 
 from miglab import artifacts, migration, verdict
 from miglab.console import Console
+from miglab.deadline import DeadlineExceeded, wait_for
 from miglab.guest import Workload, read_console, wait_for_checked_pass
 from miglab.migration import MigrationSettings
 from miglab.result import Sample
-from miglab.verdict import Status
+from miglab.verdict import Integrity, Status
 
 # A verification pass takes 0.5 s (16 MiB at 32 MiB/s): one on the
 # destination means half a second and more of a live guest.
@@ -78,6 +80,7 @@ class Destination:
     verify_passes: int
     bad_pages: int
     kernel_errors: list[str]
+    integrity: Integrity  # verdict.integrity, as a run's verdict judges it
 
     @property
     def evidence(self) -> str | None:
@@ -92,7 +95,7 @@ class Destination:
 
     @property
     def intact(self) -> bool:
-        return self.evidence is None and self.verify_passes > 0
+        return self.integrity == Integrity.OK
 
 
 def recorded_runs(build: str) -> list[dict]:
@@ -119,12 +122,10 @@ def wait_for_verdict(console: Console, after: float) -> None:
     """Until a verification pass that started after @after has ended, or the
     kernel has said it is dying (no pass can clear the guest then), or the
     verify deadline."""
-    step = 0.25
-    waited = step
-    while not wait_for_checked_pass(console, after, waited):
-        if waited >= WORKLOAD.verify_deadline_s or read_console(console.lines()).kernel_errors:
-            return
-        waited += step
+    with contextlib.suppress(DeadlineExceeded):  # the verdict then says what is missing
+        wait_for(lambda: wait_for_checked_pass(console, after, 0.0)
+                 or bool(read_console(console.lines()).kernel_errors),
+                 WORKLOAD.verify_deadline_s, "a verification pass, or a dying kernel", 0.25)
 
 
 def migrate_and_watch_destination(build: str, workdir: Path) -> Destination:
@@ -146,9 +147,10 @@ def migrate_and_watch_destination(build: str, workdir: Path) -> Destination:
         wait_for_verdict(pair.dst.console, time.monotonic())
         # Everything the destination printed came after it resumed.
         report = read_console(pair.dst.console.lines())
-        return Destination(build, verdict.alive(report.heartbeats, time.monotonic()),
-                           report.verify_passes, report.bad_pages + len(report.corrupt_pages),
-                           report.kernel_errors)
+        alive = verdict.alive(report.heartbeats, time.monotonic())
+        return Destination(build, alive, report.verify_passes,
+                           report.bad_pages + len(report.corrupt_pages), report.kernel_errors,
+                           verdict.integrity(report, alive))
 
 
 def test_patched_destination_guest_survives_with_memory_verified(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The automatic switchover bandwidth: parsing ss, and the filter on recorded series.
+"""The automatic switchover bandwidth: reading TCP_INFO, and the filter on recorded series.
 
 data/ holds real sample series of migration connections, with the TCP
 goodput of their links (see data/README.md).
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import os
 import socket
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from miglab import autotune, cli
+from miglab import autotune, cli, tcpdiag
 from miglab.autotune import (
     MARGIN,
     MIN_SAMPLES,
@@ -23,8 +24,8 @@ from miglab.autotune import (
     RateFilter,
     TcpSample,
     follow,
-    parse_ss,
     read_csv,
+    sample_of,
 )
 from miglab.migration import PARAM
 
@@ -66,25 +67,17 @@ def bounded(b: Bounds) -> object:
     return pytest.param(b, id=b.file, marks=marks)
 
 
-SS_OUTPUT = """\
-Recv-Q Send-Q Local Address:Port  Peer Address:PortProcess
-0      0          198.18.0.1:38270    198.18.0.2:4444 users:(("qemu-system-x86",pid=4242,fd=31))
-\t bbr wscale:10,10 rto:204 rtt:2.719/0.4 mss:1448 cwnd:286 delivery_rate 960331600bps busy:504ms
-0      4096       198.18.0.1:38272    198.18.0.2:4444 users:(("qemu-system-x86",pid=4242,fd=32))
-\t cubic rtt:3.1/0.2 delivery_rate 5.6Gbps app_limited busy:10ms
-"""
-
-
 def load(name: str) -> list[TcpSample]:
     return [s for _, s in read_csv(DATA / name)]
 
 
-def test_parse_ss_reads_rate_app_limited_and_rtt() -> None:
-    samples = parse_ss(SS_OUTPUT, 1.0)
-    first = samples["198.18.0.1:38270->198.18.0.2:4444"]
-    assert (first.delivery_rate_bps, first.app_limited, first.rtt_ms) == (960331600, False, 2.719)
-    second = samples["198.18.0.1:38272->198.18.0.2:4444"]
-    assert (second.delivery_rate_bps, second.app_limited) == (5.6e9, True)
+def test_a_samples_fields_come_from_tcp_info_in_its_units() -> None:
+    info = tcpdiag.TcpInfo(delivery_rate_bytes_per_s=120_041_450, app_limited=True,
+                           rtt_us=2719, bytes_acked=123456, delivered=85,
+                           rwnd_limited_us=600_000, sndbuf_limited_us=100_000)
+    s = sample_of(info, 1.5)
+    assert (s.t_s, s.delivery_rate_bps, s.app_limited, s.rtt_ms) == (1.5, 960331600, True, 2.719)
+    assert (s.delivered, s.bytes_acked, s.limited_ms) == (85, 123456, 700.0)
 
 
 def test_nothing_is_declared_before_the_window_has_enough_samples() -> None:
@@ -225,14 +218,6 @@ def test_a_receiver_bound_connection_is_measured_by_what_it_delivered() -> None:
     assert free.measured_bps() == pytest.approx(2.8e9)  # the control: not held back
 
 
-def test_parse_ss_reads_what_tells_new_and_receiver_bound_samples() -> None:
-    line = ("\t cubic rtt:0.5/0.2 bytes_acked:123456 delivery_rate 2.8Gbps delivered:85"
-            " busy:900ms rwnd_limited:600ms(66.7%) sndbuf_limited:100ms(11.1%)")
-    text = "0 0 198.18.0.1:1 198.18.0.2:4444\n" + line + "\n"
-    s = parse_ss(text, 0.0)["198.18.0.1:1->198.18.0.2:4444"]
-    assert (s.delivered, s.bytes_acked, s.limited_ms) == (85, 123456, 700.0)
-
-
 def test_a_quiet_main_connection_does_not_hold_the_estimate_back() -> None:
     # Recorded on a busy host: multifd's main connection kept 7 samples from
     # 8 s on; waiting for it to have enough left nothing declared from then.
@@ -288,30 +273,42 @@ def test_follow_gives_up_when_no_migration_starts() -> None:
     assert status == "none"
 
 
+class FakeDiag:
+    """Stands for the kernel's socket list: established and listening sockets."""
+
+    def __init__(self) -> None:
+        self.sockets: list[tcpdiag.TcpSocket] = []
+
+    def add(self, conn: str, rate_bps: float, state: int = tcpdiag.TCP_ESTABLISHED) -> None:
+        local, peer = conn.split("->")
+        info = tcpdiag.TcpInfo(int(rate_bps / 8), False, 1000, 0, len(self.sockets) + 1, 0, 0)
+        self.sockets.append(tcpdiag.TcpSocket(local, peer, state, len(self.sockets) + 1, info))
+
+    def tcp(self, states: tuple[int, ...] = (tcpdiag.TCP_ESTABLISHED,)
+            ) -> list[tcpdiag.TcpSocket]:
+        return [s for s in self.sockets if s.state in states]
+
+
 def test_without_a_port_only_connections_qemu_opened_after_the_migration_count(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # QEMU listens on 5900 (VNC) and has an NBD client connection open before
     # the migration; then the migration opens its own, and a VNC viewer connects.
-    vnc = "198.18.0.1:5900->10.0.0.9:50000"
-    nbd = "198.18.0.1:40000->198.18.0.2:10809"
-    mig = "198.18.0.1:41000->198.18.0.2:4444"
-    conns: dict[str, TcpSample] = {nbd: TcpSample(0, 5e9, False)}
-    monkeypatch.setattr(autotune, "read_ss", lambda netns, port, t, pid=None: dict(conns))
-    monkeypatch.setattr(autotune.MigrationConnections, "_listening_ports",
-                        lambda self: {"5900"})
-    selector = autotune.MigrationConnections(None, 1234)
+    diag = FakeDiag()
+    monkeypatch.setattr(tcpdiag, "socket_inodes", lambda pid: {s.inode for s in diag.sockets})
+    diag.add("198.18.0.1:5900->0.0.0.0:0", 0, tcpdiag.TCP_LISTEN)
+    diag.add("198.18.0.1:40000->198.18.0.2:10809", 5e9)  # NBD
+    selector = autotune.MigrationConnections(diag, 1234)  # type: ignore[arg-type]
     selector.query(lambda name: {"status": "none"})
-    conns[mig] = TcpSample(1, 900e6, False)
-    conns[vnc] = TcpSample(1, 3e9, False)
+    diag.add("198.18.0.1:41000->198.18.0.2:4444", 900e6)  # the migration
+    diag.add("198.18.0.1:5900->10.0.0.9:50000", 3e9)  # a VNC viewer
     selector.query(lambda name: {"status": "active"})
-    assert set(selector.read(1.0)) == {mig}
+    assert set(selector.read(1.0)) == {"198.18.0.1:41000->198.18.0.2:4444"}
 
 
 def test_without_a_port_a_migration_already_running_is_refused(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(autotune, "read_ss", lambda netns, port, t, pid=None: {})
-    monkeypatch.setattr(autotune.MigrationConnections, "_listening_ports", lambda self: set())
-    selector = autotune.MigrationConnections(None, 1234)
+    monkeypatch.setattr(tcpdiag, "socket_inodes", lambda pid: set())
+    selector = autotune.MigrationConnections(FakeDiag(), 1234)  # type: ignore[arg-type]
     with pytest.raises(autotune.AlreadyMigrating, match="give --port"):
         selector.query(lambda name: {"status": "active"})
 
@@ -322,7 +319,7 @@ def test_a_failed_restore_is_reported_and_fails_the_command() -> None:
             raise ConnectionResetError("QEMU went away")
 
     said: list[str] = []
-    assert not cli._restore(Broken(), 0, said.append)  # type: ignore[arg-type]
+    assert not cli.autotune.restore(Broken(), 0, said.append)  # type: ignore[arg-type]
     assert said and "could not restore" in said[0] and "QEMU went away" in said[0]
 
 
@@ -343,3 +340,19 @@ def test_autotune_options_are_checked_before_it_attaches(
                            *args], capture_output=True, text=True, timeout=30)
     listener.close()
     assert proc.returncode == 2 and named in proc.stderr, proc.stderr
+
+
+def test_the_qmp_socket_owner_is_found_by_its_path_only(tmp_path: Path) -> None:
+    sock, other = tmp_path / "qmp.sock", tmp_path / "other.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(sock))
+    listener.listen()
+    bound = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    bound.bind(str(other))  # bound, not listening: no server there
+    try:
+        assert autotune.find_qmp_owner(str(sock)) == os.getpid()
+        assert autotune.find_qmp_owner(str(other)) is None
+        assert autotune.find_qmp_owner(str(tmp_path / "absent.sock")) is None
+    finally:
+        listener.close()
+        bound.close()

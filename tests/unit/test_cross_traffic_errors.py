@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from miglab import cli, report, runner, scenario, verdict
+from miglab.result import CrossTrafficRecord
 from miglab.traffic import FlowError
 
 
@@ -20,7 +21,7 @@ def test_a_flow_that_fails_ends_the_run_with_one_clear_line(
     monkeypatch.setattr(runner, "run", run)
     out = io.StringIO()
     live = report.LiveProgress(out)
-    assert cli._run_one(scenario.parse({"cross-traffic": "1"}), tmp_path, live) is None
+    assert cli.common.run_one(scenario.parse({"cross-traffic": "1"}), tmp_path, live) is None
     assert out.getvalue() == ("miglab: error: cross-traffic flow 1: the receiver did not"
                               " listen on port 5301 within 15s\n")
 
@@ -33,7 +34,7 @@ class FlowsThatCannotReport:
 def test_flows_that_cannot_report_leave_the_migration_result_standing() -> None:
     env = SimpleNamespace(scenario=scenario.parse({"cross-traffic": "3"}))
     cross = runner._stopped_flows_report(env, FlowsThatCannotReport(), None)  # type: ignore
-    assert cross == {"flows": 3, "error": "cross-traffic flow 2: no report within 15s"}
+    assert cross == CrossTrafficRecord(3, error="cross-traffic flow 2: no report within 15s")
     assert verdict.cross_traffic_reasons(cross) == [
         "3 competing flow(s): what they delivered is unknown (cross-traffic flow 2: no"
         " report within 15s)"]

@@ -72,8 +72,8 @@ def test_no_phases_without_every_checkpoint() -> None:
     assert phases.cut(10.0, 10.3, {"src-downtime-start": 10.1}) == []
 
 
-# The phases of a run here (upstream 10.0, 2026-12-05): 234 ms of pause,
-# QEMU's downtime 178 ms, RAM's last pass 177 ms of it.
+# The phases of a traced run (upstream 10.0, docs/usage.md): 234 ms of
+# pause, QEMU's downtime 178 ms, RAM's last pass 177 ms of it.
 TRACED = [phases.Phase("guest's last heartbeat to the source stopping it", 9.0),
           phases.Phase(phases.RAM_PHASE, 177.0),
           phases.Phase("source: device state", 1.0),

@@ -5,7 +5,7 @@ import pytest
 
 from miglab import ramp, scenario
 from miglab.ramp import DowntimeRamp, RampDriver
-from miglab.result import Sample
+from miglab.result import RampRecord, RampStep, Sample
 
 
 def active(t_s: float, iteration: int) -> Sample:
@@ -26,7 +26,8 @@ def test_it_waits_for_the_start_iteration_then_for_each_cooldown() -> None:
     assert raises == [(8.0, 279), (18.0, 407), (28.0, 536), (38.0, 664), (48.0, 793),
                       (58.0, 921), (68.0, 1050)]
     assert [c.iteration for c in driver.changes][:2] == [4, 6]
-    assert driver.limit_at(20.0) == 407 and driver.limit_at(1.0) == 150
+    record = RampRecord(150, [RampStep(c.t_s, c.iteration, c.limit_ms) for c in driver.changes])
+    assert record.limit_at(20.0) == 407 and record.limit_at(1.0) == 150
 
 
 def test_nothing_happens_outside_an_active_migration() -> None:

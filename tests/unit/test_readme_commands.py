@@ -64,7 +64,7 @@ def test_each_miglab_command_is_accepted(command: str) -> None:
     argv = shlex.split(command)[1:]
     args = cli._parser().parse_args(argv)
     assert args.command in ("run", "compare")
-    cli._scenario(args)  # every value checked as a run would, nothing started
+    cli.common.scenario_of(args)  # every value checked as a run would, nothing started
 
 
 @pytest.mark.parametrize("command", [c for c in code_commands()

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from miglab import report, runner, scenario
+import pytest
+
+from miglab import lab, report, runner, scenario
 from miglab.migration import MigrationSettings, decide
-from miglab.result import Result, Sample
+from miglab.result import CrossTrafficRecord, RampRecord, RampStep, Result, Sample
 
 
 def query(status: str, **extra: object) -> dict:
@@ -24,19 +26,19 @@ def test_sample_reads_query_migrate() -> None:
 
 def test_completed_carries_downtime_and_total_time() -> None:
     info = query("completed", downtime=276, **{"total-time": 12400})
-    outcome = decide([Sample.from_query(12.4, info)], info, 2.0, 1.0)
+    outcome = decide([Sample.from_query(12.4, info)], info, 2.0)
     assert (outcome.status, outcome.downtime_ms, outcome.total_time_ms) == ("completed", 276, 12400)
 
 
 def test_still_active_at_the_deadline_is_not_converged() -> None:
     info = query("active")
-    outcome = decide([Sample.from_query(60, info)], info, 61.0, 1.0)
+    outcome = decide([Sample.from_query(60, info)], info, 61.0)
     assert outcome.status == "not-converged" and outcome.downtime_ms is None
 
 
 def test_failed_carries_qemu_error_text() -> None:
     info = query("failed", **{"error-desc": "Unable to write to socket: Broken pipe"})
-    outcome = decide([Sample.from_query(3, info)], info, 4.0, 1.0)
+    outcome = decide([Sample.from_query(3, info)], info, 4.0)
     assert outcome.status == "failed"
     assert outcome.error == "Unable to write to socket: Broken pipe"
 
@@ -50,8 +52,8 @@ def test_settings_leave_the_parameter_out_unless_given() -> None:
 
 def test_qemu_auto_turns_on_qemus_tcp_mode_and_declares_nothing() -> None:
     s = scenario.parse({"switchover-bandwidth": "qemu-auto"})
-    assert (s.switchover_qemu_auto, s.switchover_auto) == (True, False)
-    assert s.switchover_bandwidth_bytes_per_s is None
+    assert (s.switchover.qemu_auto, s.switchover.auto) == (True, False)
+    assert s.switchover.bytes_per_s is None
     params = s.migration().parameters()
     assert params["x-tcp-switchover-bandwidth"] is True
     assert "avail-switchover-bandwidth" not in params
@@ -104,7 +106,7 @@ def test_the_table_shows_shares_only_when_flows_shared_the_link() -> None:
                    switchover_bandwidth_bps=1e9)
     assert "share" not in report.table([("alone", alone)])
     shared = Result(**{**alone.to_dict(), "samples": [], "switchover_bandwidth_bps": 152e6,
-                       "cross_traffic": {"flows": 3, "migration_tcp_bps": 162e6}})
+                       "cross_traffic": CrossTrafficRecord(3, migration_tcp_bps=162e6)})
     rows = report.table([("alone", alone), ("shared", shared)]).splitlines()
     assert rows[0].endswith("| flows | declared share | migration's TCP share |")
     assert rows[2].endswith("| 0 | 105% | - |")
@@ -136,3 +138,37 @@ def test_the_progress_line_shows_no_expected_downtime_in_the_first_pass() -> Non
     later = Sample(t_s=9.0, status="active", expected_downtime_ms=1573, dirty_sync_count=3)
     assert "expected downtime         -" in report.progress_line(first, 1e9)
     assert "expected downtime   1573 ms" in report.progress_line(later, 1e9)
+
+
+def test_the_cross_traffic_and_ramp_records_come_back_typed_from_json(tmp_path: Path) -> None:
+    r = Result(status="completed", integrity="ok", downtime_ms=280, observed_blackout_ms=None,
+               downtime_limit_ms=300, total_time_ms=9000, link_rate_bps=955e6,
+               estimated_bandwidth_bps=64e6, switchover_bandwidth_bps=0,
+               cross_traffic=CrossTrafficRecord(3, 955e6, 700e6, [233e6] * 3, 230e6, 0.241),
+               downtime_ramp=RampRecord(150, [RampStep(8.0, 4, 279)], 279, {"steps": 7}))
+    r.write_json(tmp_path / "r.json")
+    back = Result.read_json(tmp_path / "r.json")
+    assert back == r and back.downtime_ramp and back.downtime_ramp.limit_at(9.0) == 279
+    # a result written before the records were typed: {} for none
+    old = {**r.to_dict(), "cross_traffic": {}, "downtime_ramp": {}}
+    assert Result.from_dict(old).cross_traffic is None
+
+
+def test_kvm_found_unusable_here_is_not_probed_again_by_the_runs_after(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lab, "_local_kvm_unusable", None)
+
+    def tried(*args: object, **kw: object) -> list[str]:
+        return [accel for accel, _ in lab.accel_trials(*args, **kw)]  # type: ignore[arg-type]
+
+    assert tried("auto", True) == ["kvm", "tcg"]
+    said: list[str] = []
+    progress = lab.Progress(stage=said.append, sample=lambda s: None)
+    lab.give_up("kvm", "QEMU aborted", "tcg", progress)
+    assert tried("auto", True, progress) == ["tcg"]
+    assert said[-1] == "KVM unusable on this host (QEMU aborted, found by an earlier run);" \
+                       " using TCG"
+    assert tried("auto", True, local=False) == ["kvm", "tcg"]  # another host's KVM
+    assert tried("kvm", True) == ["kvm"]  # asked for by name: tried, and its error said
+    lab.give_up("kvm", "timeout", "tcg", progress, local=False)
+    assert lab._local_kvm_unusable == "QEMU aborted"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from miglab import scenario, units
+from miglab import lab, scenario, units
 
 
 @pytest.mark.parametrize("text,bits", [("1gbit", 10**9), ("500mbit", 5 * 10**8),
@@ -59,14 +59,14 @@ def test_defaults_are_the_capped_precopy_scenario() -> None:
     assert (s.link_rate_bps, s.memory_mib, s.hot_set_mib, s.dirty_rate_mib) == (
         10**9, 512, 32, 40)
     assert (s.max_bandwidth_bytes_per_s, s.downtime_limit_ms,
-            s.switchover_bandwidth_bytes_per_s) == (8_000_000, 300, None)
+            s.switchover.bytes_per_s) == (8_000_000, 300, None)
 
 
 def test_options_map_to_fields() -> None:
     s = scenario.parse({"link-rate": "500mbit", "switchover-bandwidth": "62500000",
                         "max-bandwidth": "none", "downtime-limit": "1s", "hot-set": "12M"})
     assert s.link_rate_bps == 500_000_000
-    assert s.switchover_bandwidth_bytes_per_s == 62_500_000
+    assert s.switchover.bytes_per_s == 62_500_000
     assert s.max_bandwidth_bytes_per_s is None
     assert s.downtime_limit_ms == 1000
     assert s.migration().parameters() == {"downtime-limit": 1000,
@@ -208,9 +208,8 @@ def test_vcpus_go_round_robin_over_numa_nodes() -> None:
 
 
 def test_different_builds_on_each_side_share_a_versioned_machine_type() -> None:
-    from miglab import runner
-    assert runner.machine_type(scenario.parse({"qemu": "patched"})) == "q35"
-    assert runner.machine_type(scenario.parse({"qemu": "patched", "dst-qemu": "upstream"})
+    assert lab.machine_type(scenario.parse({"qemu": "patched"})) == "q35"
+    assert lab.machine_type(scenario.parse({"qemu": "patched", "dst-qemu": "upstream"})
                                ) == "pc-q35-7.2"
 
 
@@ -228,3 +227,11 @@ def test_an_unknown_key_names_the_file_its_line_and_the_nearest_key(tmp_path: Pa
         scenario.load_yaml(path)
     assert f"--scenario '{path}', line 2: unknown scenario key 'linkrate': did you mean" \
            " 'link-rate'?" in str(err.value)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "scenarios")
+                                        .glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_scenario_loads_and_says_what_it_is(path: Path) -> None:
+    s = scenario.load_yaml(path)
+    assert path.read_text().startswith("#")  # its comment says what it shows
+    assert s.link_rate_bps > 0 and s.hot_set_mib > 0 and s.timeout_s > 0

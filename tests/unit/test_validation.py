@@ -86,7 +86,7 @@ def test_bandwidths_stop_at_qemus_2_to_the_64(key: str) -> None:
     top = str((1 << 64) - 1)
     parsed = scenario.parse({key: top})
     assert top == str(parsed.max_bandwidth_bytes_per_s if key == "max-bandwidth"
-                      else parsed.switchover_bandwidth_bytes_per_s)
+                      else parsed.switchover.bytes_per_s)
     for text in (str(1 << 64), "99999999999G", "200000000000gbit", "1" * 31):
         message = refused({key: text})
         assert message.startswith(f"--{key} {text!r}: expected"), message

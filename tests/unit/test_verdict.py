@@ -1,9 +1,11 @@
 """The verdict rules, one module for the CLI, the runner, reports and tests."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from miglab import verdict
 from miglab.guest import CorruptPage, GuestReport
-from miglab.result import Result
+from miglab.result import CrossTrafficRecord, RampRecord, Result
 from miglab.verdict import Integrity, Status
 
 
@@ -55,13 +57,13 @@ def test_corrupt_pages_are_named_with_their_address() -> None:
 
 
 def test_cross_traffic_reasons_give_the_share_against_a_fair_one() -> None:
-    cross = {"flows": 3, "link_goodput_alone_bps": 955e6, "flows_goodput_bps": 883e6,
-             "migration_tcp_bps": 230e6, "migration_share": 0.241}
+    cross = CrossTrafficRecord(3, link_goodput_alone_bps=955e6, flows_goodput_bps=883e6,
+                               migration_tcp_bps=230e6, migration_share=0.241)
     reasons = verdict.cross_traffic_reasons(cross)
     assert reasons[0] == ("3 competing flow(s) carried 883 Mbit/s on a link that carried"
                           " 955 Mbit/s alone")
     assert reasons[1].endswith("is 24% of the link alone (1/4 would be 25%)")
-    assert verdict.cross_traffic_reasons({**cross, "migration_tcp_bps": None})[1] == (
+    assert verdict.cross_traffic_reasons(replace(cross, migration_tcp_bps=None))[1] == (
         "the migration connection's TCP samples agreed on no rate")
 
 
@@ -74,7 +76,7 @@ def test_a_ramped_run_is_judged_against_the_limit_in_force_and_says_the_users() 
     r = Result(status="completed", integrity="ok", downtime_ms=640, observed_blackout_ms=700.0,
                downtime_limit_ms=300, total_time_ms=40000, link_rate_bps=500e6,
                estimated_bandwidth_bps=480e6, switchover_bandwidth_bps=0,
-               downtime_ramp={"limit_at_switchover_ms": 664})
+               downtime_ramp=RampRecord(150, limit_at_switchover_ms=664))
     assert verdict.limit_in_force_ms(r) == 664 and verdict.passed(r)
-    r.downtime_ramp = {}
+    r.downtime_ramp = None
     assert not verdict.passed(r)

@@ -10,10 +10,12 @@ import shutil
 from pathlib import Path
 from typing import NamedTuple
 
+from .errors import InputError
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
-class MissingArtifact(RuntimeError):
+class MissingArtifact(InputError):
     """Something miglab needs has not been built or fetched yet."""
 
 

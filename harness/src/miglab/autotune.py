@@ -52,9 +52,8 @@ declares anything.
 from __future__ import annotations
 
 import csv
-import re
+import os
 import statistics
-import subprocess
 import threading
 import time
 from collections import deque
@@ -63,8 +62,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import migration
+from . import migration, tcpdiag
 from .deadline import DeadlineExceeded
+from .errors import InputError
 from .migration import PARAM
 from .result import Sample
 
@@ -94,37 +94,11 @@ class TcpSample:
     limited_ms: float = 0.0  # tcpi_rwnd_limited + tcpi_sndbuf_limited so far
 
 
-# A connection line: [State] Recv-Q Send-Q Local Peer [Process]; ss omits
-# the state column when filtering by state. Its TCP_INFO is the next line.
-_CONN = re.compile(r"^(?:[A-Z][A-Z0-9-]*\s+)?\d+\s+\d+\s+(\S+)\s+(\S+)")
-_RATE = re.compile(r"\bdelivery_rate (\d+(?:\.\d+)?)([KMG]?)bps\b")
-_RTT = re.compile(r"\brtt:(\d+(?:\.\d+)?)/")
-_DELIVERED = re.compile(r"\bdelivered:(\d+)")
-_BYTES_ACKED = re.compile(r"\bbytes_acked:(\d+)")
-_LIMITED = re.compile(r"\b(?:rwnd|sndbuf)_limited:(\d+)ms")
-_SCALE = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}
-
-
-def parse_ss(text: str, t_s: float) -> dict[str, TcpSample]:
-    """Samples from `ss -tin` output, keyed by "local->peer" of each connection."""
-    out: dict[str, TcpSample] = {}
-    conn = None
-    for line in text.splitlines():
-        if m := _CONN.match(line):
-            conn = f"{m.group(1)}->{m.group(2)}"
-        elif conn and (rate := _RATE.search(line)):
-            # ss leaves out the counters that are still 0
-            rtt = _RTT.search(line)
-            delivered = _DELIVERED.search(line)
-            acked = _BYTES_ACKED.search(line)
-            out[conn] = TcpSample(t_s, float(rate.group(1)) * _SCALE[rate.group(2)],
-                                  " app_limited" in line,
-                                  float(rtt.group(1)) if rtt else None,
-                                  int(delivered.group(1)) if delivered else 0,
-                                  int(acked.group(1)) if acked else 0,
-                                  sum(float(m) for m in _LIMITED.findall(line)))
-            conn = None
-    return out
+def sample_of(info: tcpdiag.TcpInfo, t_s: float) -> TcpSample:
+    """The filter's sample of a connection's tcp_info read at @t_s."""
+    return TcpSample(t_s, info.delivery_rate_bytes_per_s * 8, info.app_limited,
+                     info.rtt_us / 1000 if info.rtt_us else None, info.delivered,
+                     info.bytes_acked, (info.rwnd_limited_us + info.sndbuf_limited_us) / 1000)
 
 
 def _held_back(first: TcpSample, last: TcpSample) -> bool:
@@ -363,47 +337,34 @@ class Sampler:
         self._thread.join(timeout=5)
 
 
-def read_ss(netns: str | None, port: int | None, t_s: float, pid: int | None = None
-            ) -> dict[str, TcpSample]:
-    """TCP_INFO of the established connections to @port, or of process @pid,
-    or both (from `ss`, run in @netns)."""
-    cmd = ["ss", "-tin" if pid is None else "-tinp", "state", "established"]
-    if port:
-        cmd += ["dport", "=", f":{port}"]
-    if netns:
-        cmd = ["ip", "netns", "exec", netns, *cmd]
-    text = subprocess.run(cmd, capture_output=True, text=True).stdout
-    if pid is not None:
-        text = _only_pid(text, pid)
-    return parse_ss(text, t_s)
+def _key(sock: tcpdiag.TcpSocket) -> str:
+    return f"{sock.local}->{sock.peer}"
 
 
-def _only_pid(text: str, pid: int) -> str:
-    keep, lines = False, []
-    for line in text.splitlines():
-        if line and not line[0].isspace():
-            keep = f"pid={pid}," in line
-        if keep:
-            lines.append(line)
-    return "\n".join(lines)
+def read_samples(diag: tcpdiag.DiagSocket, t_s: float, port: int | None = None,
+                 pid: int | None = None) -> dict[str, TcpSample]:
+    """The samples of the established connections to @port, or of process
+    @pid, or both, keyed by "local->peer"; a connection without a delivery
+    rate yet has none."""
+    owned = tcpdiag.socket_inodes(pid) if pid is not None else None
+    return {_key(sock): sample_of(sock.info, t_s) for sock in diag.tcp()
+            if sock.info and sock.info.delivery_rate_bytes_per_s
+            and (port is None or sock.peer_port == port)
+            and (owned is None or sock.inode in owned)}
 
 
 def find_qmp_owner(socket_path: str, netns: str | None = None) -> int | None:
-    """PID of the process listening on a unix socket (QEMU's QMP server).
-
-    ss lists the unix sockets of its own network namespace only."""
-    cmd = ["ss", "-xlpn"]
-    if netns:
-        cmd = ["ip", "netns", "exec", netns, *cmd]
-    out = subprocess.run(cmd, capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        if f" {socket_path} " in f"{line} " and (m := re.search(r"pid=(\d+),", line)):
-            return int(m.group(1))
-    return None
+    """PID of the process listening on a unix socket (QEMU's QMP server),
+    looked up in @netns: unix sockets are listed in the namespace they were
+    made in."""
+    with tcpdiag.DiagSocket(netns) as diag:
+        listeners = diag.unix_listeners()
+    inode = listeners.get(socket_path, listeners.get(os.path.abspath(socket_path)))
+    return tcpdiag.socket_owner(inode) if inode is not None else None
 
 
-def _local_port(conn: str) -> str:
-    return conn.split("->", 1)[0].rsplit(":", 1)[-1]
+def _local_port(conn: str) -> int:
+    return int(conn.split("->", 1)[0].rsplit(":", 1)[-1])
 
 
 class MigrationConnections:
@@ -420,23 +381,21 @@ class MigrationConnections:
     no migration was running.
     """
 
-    def __init__(self, netns: str | None, pid: int) -> None:
-        self.netns, self.pid = netns, pid
+    def __init__(self, diag: tcpdiag.DiagSocket, pid: int) -> None:
+        self.diag, self.pid = diag, pid
         self.before: set[str] | None = None  # None until a query confirmed it
-        self.listening: set[str] = set()
+        self.listening: set[int] = set()
 
-    def _listening_ports(self) -> set[str]:
-        cmd = ["ss", "-tlnp"]
-        if self.netns:
-            cmd = ["ip", "netns", "exec", self.netns, *cmd]
-        text = _only_pid(subprocess.run(cmd, capture_output=True, text=True).stdout, self.pid)
-        return {m.group(1) for line in text.splitlines()
-                if (m := re.match(r"^(?:LISTEN\s+)?\d+\s+\d+\s+\S+:(\d+)\s", line))}
+    def _listening_ports(self) -> set[int]:
+        owned = tcpdiag.socket_inodes(self.pid)
+        return {sock.local_port for sock in self.diag.tcp((tcpdiag.TCP_LISTEN,))
+                if sock.inode in owned}
 
     def query(self, command: Callable[..., Any]) -> dict[str, Any]:
         """query-migrate through @command, learning the connections that predate it."""
         listening = self._listening_ports()
-        existing = set(read_ss(self.netns, None, 0.0, self.pid))
+        owned = tcpdiag.socket_inodes(self.pid)
+        existing = {_key(sock) for sock in self.diag.tcp() if sock.inode in owned}
         info = command("query-migrate")
         if info.get("status", "none") not in migration.ACTIVE_STATES:
             self.before, self.listening = existing, listening
@@ -448,11 +407,25 @@ class MigrationConnections:
 
     def read(self, t_s: float) -> dict[str, TcpSample]:
         before = self.before or set()
-        return {conn: sample for conn, sample in read_ss(self.netns, None, t_s, self.pid).items()
+        return {conn: sample for conn, sample in read_samples(self.diag, t_s, pid=self.pid).items()
                 if conn not in before and _local_port(conn) not in self.listening}
 
 
-class AlreadyMigrating(RuntimeError):
+def apply(tuner: Autotuner, command: Callable[..., Any], sample: Sample) -> int | None:
+    """What @tuner decides after @sample, set on the source QEMU through
+    @command (a QMP command); the value set, or None. Only while active."""
+    if sample.status != "active" or (value := tuner.decide(sample.t_s)) is None:
+        return None
+    command("migrate-set-parameters", **{PARAM: value})
+    return value
+
+
+def restore(command: Callable[..., Any], value: int) -> None:
+    """The parameter set back to @value, what it was before the tuning."""
+    command("migrate-set-parameters", **{PARAM: value})
+
+
+class AlreadyMigrating(InputError):
     """A migration was under way before we attached: its connections are not known."""
 
 
@@ -476,8 +449,7 @@ def follow(command: Callable[..., Any], read: Callable[[float], dict[str, TcpSam
         return "none"
 
     def on_sample(sample: Sample) -> None:
-        if sample.status == "active" and (value := tuner.decide(sample.t_s)) is not None:
-            command("migrate-set-parameters", **{PARAM: value})
+        if (value := apply(tuner, command, sample)) is not None:
             log(f"{sample.t_s:7.1f}s set {PARAM} {value} B/s: {tuner.changes[-1].reason}")
 
     started = time.monotonic()

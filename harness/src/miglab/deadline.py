@@ -9,10 +9,12 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from .errors import LabError
+
 T = TypeVar("T")
 
 
-class DeadlineExceeded(TimeoutError):
+class DeadlineExceeded(LabError, TimeoutError):
     def __init__(self, what: str, timeout_s: float) -> None:
         super().__init__(f"{what}: not within {timeout_s:g}s")
         self.what, self.timeout_s = what, timeout_s

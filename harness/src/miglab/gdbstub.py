@@ -31,6 +31,8 @@ import socket
 import time
 from pathlib import Path
 
+from .errors import LabError
+
 log = logging.getLogger(__name__)
 
 # "M" payloads are "M<addr>,<len>:<hex>": 1 KiB of data is 2 KiB of hex,
@@ -42,7 +44,7 @@ RESEND_AFTER_S = 0.5
 DETACH_S = 2.0
 
 
-class GdbStubError(RuntimeError):
+class GdbStubError(LabError):
     """The gdbstub at @socket_path failed (or did not answer) @packet."""
 
     def __init__(self, socket_path: Path | str, packet: str, reason: str) -> None:

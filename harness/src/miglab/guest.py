@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .console import Console, ConsoleLine
+from .errors import LabError
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ SLOW_GUEST_MEMORY_MIB_PER_S = 100.0
 VERIFY_SLACK_S = 3.0
 
 
-class GuestLineError(ValueError):
+class GuestLineError(LabError, ValueError):
     """A console line is not what the workload prints (or an older workload's)."""
 
 

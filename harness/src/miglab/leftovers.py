@@ -35,5 +35,5 @@ def snapshot() -> Snapshot:
         frozenset(e.name for e in live if e.kind == "namespace"),
         frozenset(e.describe() for e in live if e.kind == "process"),
         frozenset(e.name for e in live if e.kind == "directory"),
-        frozenset(int(e.name) for e in live if e.kind == "process" and "QEMU" in e.what),
+        frozenset(int(e.name) for e in live if e.kind == "process" and e.program == "qemu"),
     )

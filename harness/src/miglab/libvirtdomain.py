@@ -14,6 +14,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .vm import ACCELS
+
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 MIB = 1 << 20
 ET.register_namespace("qemu", QEMU_NS)
@@ -37,8 +39,8 @@ class DomainSpec:
     firmware_dirs: tuple[Path, ...] = field(default=())
 
     def __post_init__(self) -> None:
-        if self.accel not in ("tcg", "kvm"):
-            raise ValueError(f"accel {self.accel!r}: accepted tcg, kvm")
+        if self.accel not in ACCELS:
+            raise ValueError(f"accel {self.accel!r}: accepted {', '.join(ACCELS)}")
         if self.numa_nodes_mib and sum(self.numa_nodes_mib) != self.memory_mib:
             raise ValueError(f"NUMA nodes {self.numa_nodes_mib} do not add up to"
                              f" {self.memory_mib} MiB")

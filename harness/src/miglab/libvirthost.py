@@ -33,6 +33,7 @@ from typing import Any
 
 from . import artifacts, ownership
 from .deadline import DeadlineExceeded, wait_for
+from .errors import LabError
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ stdio_handler = "file"
 """
 
 
-class LibvirtHostError(RuntimeError):
+class LibvirtHostError(LabError):
     """A lab host's libvirtd could not be started or reached."""
 
 

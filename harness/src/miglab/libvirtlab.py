@@ -44,22 +44,23 @@ from . import artifacts, migration, ownership, preflight
 from .console import Console
 from .deadline import DeadlineExceeded, wait_for
 from .guest import kernel_command_line
+from .lab import (
+    MIGRATION_PORT,
+    Progress,
+    RunError,
+    accel_trials,
+    checked_link,
+    give_up,
+    machine_type,
+    qemu_label,
+    reached_workload,
+)
 from .libvirtdomain import MIB, DomainSpec, applied_cap_mib_per_s, domain_xml, migration_globals
 from .libvirthost import LibvirtHost, RemoteHost, quiet_libvirt
 from .link import DST_ADDR, SRC_ADDR, Link, LinkCheck
 from .migration import PARAM, TCP_PARAM, MigrationSettings, Outcome
 from .monitor import ExecuteError
 from .result import Sample
-from .runner import (
-    MIGRATION_PORT,
-    Progress,
-    RunError,
-    accel_trials,
-    checked_link,
-    fallback_stage,
-    machine_type,
-    reached_workload,
-)
 from .scenario import Scenario
 from .verdict import Status
 
@@ -169,6 +170,7 @@ class LibvirtLab:
     binary: Path
     dst_binary: Path
     logs: Path
+    qemu_label: str
     migrate_address: str = DST_ADDR
     record: dict[str, Any] = field(default_factory=dict)  # the result's "libvirt"
 
@@ -196,9 +198,9 @@ def domain_spec(s: Scenario, binary: Path, accel: str, files: GuestFiles,
     """The scenario's guest as a domain; the switchover bandwidth as -global."""
     firmware, env = artifacts.qemu_runtime(binary)
     properties = {}
-    if s.switchover_bandwidth_bytes_per_s is not None and not s.switchover_auto:
-        properties[PARAM] = str(s.switchover_bandwidth_bytes_per_s)
-    if s.switchover_qemu_auto:  # under the name this QEMU knows
+    if s.switchover.bytes_per_s is not None:
+        properties[PARAM] = str(s.switchover.bytes_per_s)
+    if s.switchover.qemu_auto:  # under the name this QEMU knows
         properties[preflight.tcp_param(binary) or TCP_PARAM] = "on"
     return DomainSpec(DOMAIN, binary, files.kernel, files.initramfs,
                       kernel_command_line(s.workload()), uuid=uuid, memory_mib=s.memory_mib,
@@ -211,8 +213,10 @@ def domain_spec(s: Scenario, binary: Path, accel: str, files: GuestFiles,
 def _booted_source(s: Scenario, binary: Path, host: LibvirtHost | RemoteHost, logs: Path,
                    progress: Progress, files: GuestFiles, uuid: str | None = None
                    ) -> Iterator[tuple[LibvirtGuest, DomainSpec, str]]:
-    """The source domain at its workload, KVM when it works (runner.accel_trials())."""
-    trials = accel_trials(s.accel, s.remote or os.path.exists("/dev/kvm"))  # a remote's: tried
+    """The source domain at its workload, KVM when it works (lab.accel_trials())."""
+    # a remote host's KVM is tried, whatever this one's is
+    trials = accel_trials(s.accel, s.remote or os.path.exists("/dev/kvm"), progress,
+                          local=not s.remote)
     for accel, _ in trials:
         last = accel == trials[-1][0]
         spec = domain_spec(s, binary, accel, files, uuid)
@@ -225,11 +229,12 @@ def _booted_source(s: Scenario, binary: Path, host: LibvirtHost | RemoteHost, lo
             if last:
                 raise RunError(f"libvirt could not start the domain ({accel}):"
                                f" {err.get_error_message()}") from None
-            progress.stage(fallback_stage(accel, err.get_error_message(), trials[-1][0]))
+            give_up(accel, err.get_error_message(), trials[-1][0], progress, not s.remote)
             continue
         try:
             assert guest.console
-            if reached_workload(guest.console, "source domain", accel, trials, progress):
+            if reached_workload(guest.console, "source domain", accel, trials, progress,
+                                not s.remote):
                 yield guest, spec, accel
                 return
         finally:
@@ -243,6 +248,7 @@ def lab(s: Scenario, logs: Path, progress: Progress | None = None,
     progress = progress or Progress.silent()
     binary = artifacts.qemu_binary(s.qemu)
     dst_binary = artifacts.qemu_binary(s.dst_qemu or s.qemu)
+    label = qemu_label(s)
     logs.mkdir(parents=True, exist_ok=True)
     with checked_link(s, progress, on_link_measured) as (link, check):
         progress.stage("starting a libvirtd on each host")
@@ -254,7 +260,7 @@ def lab(s: Scenario, logs: Path, progress: Progress | None = None,
             record = {"libvirt_version": _version(src_host.conn.getLibVersion()),
                       "src_uri": src_host.uri, "dst_uri": dst_host.tcp_uri}
             env = LibvirtLab(s, link, check, src_host, dst_host, src, dst, accel, spec,
-                             binary, dst_binary, logs, record=record)
+                             binary, dst_binary, logs, label, record=record)
             try:
                 yield env
             finally:
@@ -315,6 +321,7 @@ def remote_lab(s: Scenario, logs: Path,
     progress = progress or Progress.silent()
     binary = artifacts.qemu_binary(s.qemu)
     dst_binary = artifacts.qemu_binary(s.dst_qemu or s.qemu)
+    label = qemu_label(s)
     logs.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(6)
     dom_uuid = str(uuid_module.uuid4())
@@ -338,8 +345,8 @@ def remote_lab(s: Scenario, logs: Path,
                         "src_uri": s.src_uri, "dst_uri": s.dst_uri,
                         "migrate_address": s.migrate_address}
                 env = LibvirtLab(s, None, None, src_host, dst_host, src, dst, accel, spec,
-                                 binary, dst_binary, logs, migrate_address=s.migrate_address,
-                                 record=info)
+                                 binary, dst_binary, logs, label,
+                                 migrate_address=s.migrate_address, record=info)
                 try:
                     yield env
                 finally:
@@ -443,14 +450,14 @@ def migrate(env: LibvirtLab, settings: MigrationSettings, deadline_s: float,
         dom.abortJob()
         done.wait(FINISH_TIMEOUT_S)
         performer.join(1)
-        return Outcome(Status.NOT_CONVERGED, samples, started_at=started, ended_at=ended)
+        return Outcome(Status.NOT_CONVERGED, samples, ended_at=ended)
     performer.join(1)
     watcher.join(FINISH_TIMEOUT_S)
     if failure:
         return Outcome(Status.FAILED, samples, error=f"libvirt: {failure[0]}",
-                       started_at=started, ended_at=ended)
+                       ended_at=ended)
     job = env.dst.dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED) if env.dst.dom else {}
     env.record["job"] = job
     env.record["qemu_downtime_ms"] = qemu_final.get("downtime")
     return Outcome(Status.COMPLETED, samples, downtime_ms=job.get("downtime"),
-                   total_time_ms=job.get("time_elapsed"), started_at=started, ended_at=ended)
+                   total_time_ms=job.get("time_elapsed"), ended_at=ended)

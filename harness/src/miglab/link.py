@@ -14,6 +14,7 @@ import subprocess
 from dataclasses import dataclass
 
 from . import ownership, traffic
+from .errors import LabError
 from .units import human_bits
 
 log = logging.getLogger(__name__)
@@ -28,9 +29,8 @@ NETNS_PREFIX = "miglab-"
 CHECK_LOW, CHECK_HIGH = 0.80, 1.20
 # A check that reads under this share of the rate is taken once more and
 # the better reading kept: a busy host makes it read low, never high (tbf
-# holds it under the rate). On 2026-12-01 checks read 82-94% in 5 of 12
-# runs of one suite, while 103 of 105 in the last three CI runs read 96%;
-# a low reading made the run's bounds against the link wrong.
+# holds it under the rate), and a low reading makes the run's bounds
+# against the link wrong (docs/measurements.md, the link).
 RECHECK_BELOW = 0.93
 # TCP gives up on a dead peer after this many retransmissions (about 12 s)
 # instead of the kernel's default 15 (about 15 min), so a migration over a
@@ -38,7 +38,7 @@ RECHECK_BELOW = 0.93
 TCP_RETRIES = 5
 
 
-class LinkError(RuntimeError):
+class LinkError(LabError):
     """The link could not be made or does not do what was asked."""
 
 
@@ -87,11 +87,6 @@ def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
     if proc.returncode != 0:
         raise LinkError(f"{' '.join(cmd)}: {proc.stderr.strip() or proc.returncode}")
     return proc
-
-
-def existing_namespaces() -> list[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
 _netem: bool | None = None  # the probe's answer, once asked

@@ -81,7 +81,6 @@ class Outcome:
     downtime_ms: int | None = None
     total_time_ms: int | None = None
     error: str | None = None
-    started_at: float = 0.0  # host monotonic time
     ended_at: float = 0.0
 
 
@@ -102,6 +101,9 @@ def configure(src: VM, dst: VM, settings: MigrationSettings) -> None:
             vm.command("migrate-set-capabilities", capabilities=caps)
         if shared:
             vm.command("migrate-set-parameters", **shared)
+    # the source announces each change of status: follow() waits on them
+    src.command("migrate-set-capabilities",
+                capabilities=[{"capability": "events", "state": True}])
     params = settings.parameters()
     if TCP_PARAM in params:  # under the name this QEMU knows (QEMU refuses neither)
         name = known_name(TCP_PARAMS, src.command("query-migrate-parameters")) or TCP_PARAM
@@ -118,10 +120,15 @@ def start(src: VM, dst: VM, uri: str) -> float:
 
 def follow(query: Query, started: float, deadline_s: float | None,
            samples: list[Sample], on_sample: Callable[[Sample], None] | None = None,
-           interval_s: float = SAMPLE_INTERVAL_S) -> dict[str, Any]:
+           interval_s: float = SAMPLE_INTERVAL_S,
+           wait: Callable[[float], object] = time.sleep) -> dict[str, Any]:
     """Sample query-migrate into @samples until a final state (or the migration
     has gone, status "none" after it was seen), or @deadline_s seconds after
-    @started; returns the last answer. Errors of the monitor propagate."""
+    @started; returns the last answer. Errors of the monitor propagate.
+
+    Between samples it calls @wait(@interval_s): run() passes a wait that a
+    MIGRATION event ends at once, so a final status is sampled when QEMU
+    announces it, not up to an interval later."""
     seen = False
     while True:
         info = query()
@@ -136,7 +143,7 @@ def follow(query: Query, started: float, deadline_s: float | None,
             return info
         if deadline_s is not None and sample.t_s >= deadline_s:
             return info
-        time.sleep(interval_s)
+        wait(interval_s)
 
 
 def completion_figures(query: Query, info: dict[str, Any]) -> dict[str, Any]:
@@ -159,16 +166,15 @@ def wait_for_status(query: Query, states: set[str], timeout_s: float,
                     timeout_s, f"migration status {' or '.join(sorted(states))}", interval_s)
 
 
-def decide(samples: list[Sample], info: dict, ended: float, started: float) -> Outcome:
+def decide(samples: list[Sample], info: dict, ended: float) -> Outcome:
     last = samples[-1]
     if last.status == "completed":
         return Outcome(Status.COMPLETED, samples, downtime_ms=info.get("downtime"),
-                       total_time_ms=info.get("total-time"), started_at=started,
-                       ended_at=ended)
+                       total_time_ms=info.get("total-time"), ended_at=ended)
     if last.status in ("failed", "cancelled"):
         return Outcome(Status.FAILED, samples, error=info.get("error-desc", last.status),
-                       started_at=started, ended_at=ended)
-    return Outcome(Status.NOT_CONVERGED, samples, started_at=started, ended_at=ended)
+                       ended_at=ended)
+    return Outcome(Status.NOT_CONVERGED, samples, ended_at=ended)
 
 
 def cancel(src: VM, timeout_s: float = CANCEL_TIMEOUT_S) -> str:
@@ -213,14 +219,15 @@ def run(src: VM, dst: VM, settings: MigrationSettings, uri: str, deadline_s: flo
     try:
         with during(started) if during else contextlib.nullcontext():
             info = follow(lambda: src.command("query-migrate"), started, deadline_s,
-                          samples, on_sample)
+                          samples, on_sample,
+                          wait=lambda timeout_s: src.wait_event({"MIGRATION"}, timeout_s))
     except ExecuteError:
         raise
     except Exception as err:  # the monitor's errors: timeout, EOF, connection reset
         log.warning("following the migration: %s", err)
         return Outcome(Status.FAILED, samples, error=_failure(src, dst, err),
-                       started_at=started, ended_at=time.monotonic())
-    outcome = decide(samples, info, time.monotonic(), started)
+                       ended_at=time.monotonic())
+    outcome = decide(samples, info, time.monotonic())
     if outcome.status == Status.NOT_CONVERGED:
         cancel(src)
     elif outcome.status == Status.FAILED and (exited := _exited(dst)):

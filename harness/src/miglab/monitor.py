@@ -18,6 +18,8 @@ from typing import Any
 from qemu.qmp import ConnectError, ExecuteError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
+from .errors import LabError
+
 log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT_S = 10.0  # a healthy QEMU answers in milliseconds, even under TCG
@@ -25,7 +27,7 @@ CONNECT_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 2.0
 
 
-class QMPError(RuntimeError):
+class QMPError(LabError):
     """The monitor could not be reached or stopped answering."""
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import functools
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from .deadline import DeadlineExceeded, wait_for
+from .errors import LabError
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ _CLONE_NEWNET = 0x40000000
 _PR_SET_PDEATHSIG = 1
 
 
-class OwnershipError(RuntimeError):
+class OwnershipError(LabError):
     """The state directory or a record is not what miglab made."""
 
 
@@ -175,6 +177,7 @@ class Entry:
     # "domain:UUID" / "pool:UUID" (a UUID made for the run)
     name: str
     what: str = ""  # for people: "src QEMU", "link probe", ...
+    program: str = ""  # processes, for programs: "qemu", or the command's name
     start_ticks: int | None = None  # processes
     inode: list[int] | None = None  # namespaces and directories: [dev, ino] once made
     uri: str | None = None  # libvirt objects: the host's URI
@@ -389,7 +392,6 @@ _current: Record | None = None
 _current_lock = threading.Lock()
 
 
-@atexit.register
 def _release_at_exit() -> None:
     # Everything is normally released by the `with` blocks that made it;
     # this catches what an unexpected path left and removes the empty record.
@@ -400,18 +402,14 @@ def _release_at_exit() -> None:
 
 
 def current() -> Record:
-    """This process's record, created (and dead runs' records reaped) on first use."""
+    """This process's record, created on first use (and released at exit)."""
     global _current
     with _current_lock:
         me = ProcessId.self()
         if _current is None or _current.owner != me:  # new after a fork
-            directory = state_dir()
-            for path, done in reap_dead().items():
-                for item in done.removed:
-                    log.warning("removed what dead run %s left: %s", path.name, item)
-                for item in done.not_removed:
-                    log.warning("could not remove what dead run %s left: %s", path.name, item)
-            _current = Record(directory / f"run-{me.pid}-{secrets.token_hex(4)}.json",
+            if _current is None:  # a forked child inherits the registration
+                atexit.register(_release_at_exit)
+            _current = Record(state_dir() / f"run-{me.pid}-{secrets.token_hex(4)}.json",
                               me, pid_namespace())
             _current._save()
         return _current
@@ -444,28 +442,57 @@ def reap_dead() -> dict[Path, Removal]:
     return done
 
 
+def reap_dead_runs() -> None:
+    """reap_dead(), each thing removed or not said in a warning: what a run
+    does before it makes anything (the records left by runs that were
+    SIGKILLed or lost their host)."""
+    for path, done in reap_dead().items():
+        for item in done.removed:
+            log.warning("removed what dead run %s left: %s", path.name, item)
+        for item in done.not_removed:
+            log.warning("could not remove what dead run %s left: %s", path.name, item)
+
+
 # -- starting processes ---------------------------------------------------------
-_libc = ctypes.CDLL(None, use_errno=True)
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(netns_fd: int) -> None:
+    if _libc().setns(netns_fd, _CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "setns(CLONE_NEWNET)")
+
+
+def enter_netns(name: str) -> None:
+    """Move the calling thread (only it) into network namespace @name."""
+    fd = os.open(NETNS_DIR / name, os.O_RDONLY)
+    try:
+        _setns(fd)
+    finally:
+        os.close(fd)
 
 
 def _child_setup(netns_fd: int | None, parent: int) -> None:
     """Runs in the child between fork and exec; an exception here fails Popen."""
-    if _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+    if _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
     if os.getppid() != parent:  # the parent died before prctl took effect
         raise OSError("the harness exited while starting this process")
-    if netns_fd is not None and _libc.setns(netns_fd, _CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), "setns(CLONE_NEWNET)")
+    if netns_fd is not None:
+        _setns(netns_fd)
 
 
 def spawn(cmd: list[str], what: str, netns: str | None = None,
-          **popen: Any) -> tuple[subprocess.Popen[Any], Entry]:
-    """Start @cmd as a recorded child that dies with this thread, in @netns if given.
+          program: str = "", **popen: Any) -> tuple[subprocess.Popen[Any], Entry]:
+    """Start @cmd as a recorded child that dies with this thread, in @netns if
+    given; @program names it in the record (default: its command's name).
 
     The entry is recorded as soon as the pid exists (before that nothing of
     it can outlive us: PR_SET_PDEATHSIG is set before exec).
     """
     record = current()
+    _libc()  # loaded here: not between fork and exec
     netns_fd = os.open(NETNS_DIR / netns, os.O_RDONLY) if netns else None
     parent = os.getpid()
     try:
@@ -477,5 +504,6 @@ def spawn(cmd: list[str], what: str, netns: str | None = None,
             os.close(netns_fd)
     ident = ProcessId.of(proc.pid)
     entry = record.add(Entry("process", str(proc.pid), what,
+                             program=program or Path(cmd[0]).name,
                              start_ticks=ident.start_ticks if ident else None))
     return proc, entry

@@ -29,12 +29,6 @@ def _declared_at(result: Result, t_s: float) -> float:
     return _in_force_at(result.autotune, "bytes_per_s", t_s, 0) * 8
 
 
-def _ramp_limit_at(result: Result, t_s: float) -> float:
-    """The downtime ramp's limit in force at @t_s (ms)."""
-    ramp = result.downtime_ramp
-    return _in_force_at(ramp["changes"], "limit_ms", t_s, ramp["settings"]["initial_ms"])
-
-
 def plot_run(result: Result, path: Path, title: str = "") -> Path:
     import matplotlib
 
@@ -81,8 +75,8 @@ def plot_run(result: Result, path: Path, title: str = "") -> Path:
                   color="tab:orange")
     downtime.axhline(result.downtime_limit_ms, label="downtime limit", color="black",
                      linestyle="--")
-    if result.downtime_ramp:
-        downtime.step(t, [_ramp_limit_at(result, x) for x in t], where="post",
+    if ramp := result.downtime_ramp:
+        downtime.step(t, [ramp.limit_at(x) for x in t], where="post",
                       label="downtime ramp's limit", color="tab:brown")
     if result.downtime_ms is not None:
         downtime.axhline(result.downtime_ms, label="actual downtime", color="tab:olive",

@@ -176,16 +176,15 @@ def _check_qemus(s: Scenario, where: str) -> None:
         check_qemu(s.dst_qemu, f"--dst-qemu {s.dst_qemu!r}")
     # The parameter is set on the source only (migration.configure), whenever
     # it is given: auto starts it at 0, and QEMUs without it refuse even 0.
-    if s.switchover_qemu_auto and not src.tcp_param:
+    if s.switchover.qemu_auto and not src.tcp_param:
         builds = _builds_with(TCP_PARAMETERS[-1])  # a substring of both names
         having = (f"builds here that have it: {', '.join(builds)}" if builds else
                   "miglab's patched builds have it (scripts/build-qemu)")
         raise PreflightError(f"--switchover-bandwidth qemu-auto with {where}: {src.describe()}"
                              f" has no {TCP_PARAMS[0]} parameter; {having}")
-    declared = s.switchover_bandwidth_bytes_per_s
-    if (declared is None and not s.switchover_auto) or src.has_switchover_bandwidth:
+    if s.switchover.initial_parameter() is None or src.has_switchover_bandwidth:
         return
-    value = "auto" if s.switchover_auto else f"{declared} (bytes/s)"
+    value = "auto" if s.switchover.auto else f"{s.switchover.bytes_per_s} (bytes/s)"
     builds = _builds_with(PARAMETER)
     having = (f"builds here that have it: {', '.join(builds)}" if builds else
               "QEMU 8.2 and later, and miglab's patched 7.2, have it")

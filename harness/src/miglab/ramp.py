@@ -86,14 +86,6 @@ class RampDriver:
                                        self.limit_ms))
         return self.limit_ms
 
-    def limit_at(self, t_s: float) -> int:
-        """The limit in force at @t_s since the migration started."""
-        value = self.ramp.initial_ms
-        for change in self.changes:
-            if change.t_s <= t_s:
-                value = change.limit_ms
-        return value
-
 
 RAMP_KEYS = {"initial_ms": int, "steps": int, "start_iteration": int, "cooldown_s": float,
              "ceiling_ms": int}

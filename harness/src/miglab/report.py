@@ -96,7 +96,7 @@ def summary(r: Result) -> str:
     lines = [f"verdict: {_status(r)}   integrity: {r.integrity}   ({r.qemu}, {accel})"]
     if r.status == "completed":
         limit = f"limit {r.downtime_limit_ms} ms"
-        if r.downtime_ramp.get("limit_at_switchover_ms"):
+        if r.downtime_ramp and r.downtime_ramp.limit_at_switchover_ms:
             limit += f" (the downtime ramp's at switchover: {limit_in_force_ms(r)} ms)"
         whose = ("libvirt's: source paused to destination resumed" if r.via == "libvirt"
                  else "QEMU's")
@@ -143,9 +143,9 @@ def table(rows: list[tuple[str, Result]]) -> str:
                 f" {_declared(r)} | {r.integrity} |")
         if shared:
             cross = r.cross_traffic
-            line += (f" {cross.get('flows', 0)} |"
+            line += (f" {cross.flows if cross else 0} |"
                      f" {_share(r.switchover_bandwidth_bps, r.link_rate_bps)} |"
-                     f" {_share(cross.get('migration_tcp_bps'), r.link_rate_bps)} |")
+                     f" {_share(cross.migration_tcp_bps if cross else None, r.link_rate_bps)} |")
         if ramped:
             at = limit_in_force_ms(r) if r.status == "completed" else None
             sent = r.samples[-1].transferred_bytes if r.samples else None

@@ -52,6 +52,47 @@ class Sample:
 
 
 @dataclass
+class CrossTrafficRecord:
+    """--cross-traffic: what the competing flows carried and the migration got.
+
+    The migration connection's rate is the fastest its own TCP samples agreed
+    on (autotune's filter, last window), its share that rate over the
+    link's goodput measured alone before the run. A flow that could not say
+    what it delivered leaves only @flows and @error."""
+
+    flows: int
+    link_goodput_alone_bps: float | None = None
+    flows_goodput_bps: float | None = None
+    flow_goodput_bps: list[float] = field(default_factory=list)
+    migration_tcp_bps: float | None = None
+    migration_share: float | None = None
+    error: str | None = None
+
+
+@dataclass
+class RampRecord:
+    """--downtime-ramp as it ran: its settings, every raise, the limit QEMU
+    switched over with (None: it did not complete)."""
+
+    initial_ms: int
+    changes: list[RampStep] = field(default_factory=list)
+    limit_at_switchover_ms: int | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # ramp.DowntimeRamp's
+
+    def limit_at(self, t_s: float) -> int:
+        """The limit in force @t_s seconds after the migration started."""
+        return next((c.limit_ms for c in reversed(self.changes) if c.t_s <= t_s),
+                    self.initial_ms)
+
+
+@dataclass
+class RampStep:
+    t_s: float  # since the migration started
+    iteration: int  # QEMU's dirty-sync-count when it was made
+    limit_ms: int
+
+
+@dataclass
 class Result:
     """Everything a run found; the verdict fields first."""
 
@@ -83,10 +124,8 @@ class Result:
     guest_threads: int | None = None
     guest_cpus: int | None = None
     corrupt_pages: list[str] = field(default_factory=list)  # as the guest reported them
-    # --cross-traffic: flows, their goodput, the migration connection's share (runner.py)
-    cross_traffic: dict[str, Any] = field(default_factory=dict)
-    # --downtime-ramp: settings, changes (t_s, iteration, limit_ms), limit_at_switchover_ms
-    downtime_ramp: dict[str, Any] = field(default_factory=dict)
+    cross_traffic: CrossTrafficRecord | None = None  # --cross-traffic
+    downtime_ramp: RampRecord | None = None  # --downtime-ramp
     # the blackout's error bound (guest.Blackout), and whether the guest was
     # certainly paused longer than the limit in force (verdict.paused_over_limit)
     blackout_error_ms: float | None = None
@@ -115,7 +154,14 @@ class Result:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["samples"] = [Sample(**s) for s in data.get("samples", [])]
-        return cls(**values)
+        if values.get("cross_traffic"):
+            values["cross_traffic"] = CrossTrafficRecord(**values["cross_traffic"])
+        if values.get("downtime_ramp"):
+            ramp = dict(values["downtime_ramp"])
+            ramp["changes"] = [RampStep(**c) for c in ramp.get("changes", [])]
+            values["downtime_ramp"] = RampRecord(**ramp)
+        return cls(**{k: v or None if k in ("cross_traffic", "downtime_ramp") else v
+                      for k, v in values.items()})
 
     def write_json(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")

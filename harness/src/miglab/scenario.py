@@ -10,18 +10,21 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
 from . import artifacts, ramp, units
+from .errors import InputError
 from .guest import Workload
 from .link import LinkConfig
 from .migration import MigrationSettings
+from .vm import ACCELS
 
-ACCEL_CHOICES = ("auto", "tcg", "kvm")
+SWITCHOVER_MODES = ("none", "declared", "auto", "qemu-auto")
+ACCEL_CHOICES = ("auto", *ACCELS)  # auto: KVM if a guest boots under it, else TCG
 # How the lab drives QEMU: its own QMP socket, or libvirt on each host
 # (libvirtlab.py), as the management layers users cap migrations with do.
 VIA_CHOICES = ("qmp", "libvirt")
@@ -53,8 +56,49 @@ MAX_LINK_RATE_BPS = 1000 * 10**9
 MAX_LINK_DELAY_MS = 60_000.0  # a minute one way: no link a migration runs over
 
 
-class ScenarioError(ValueError):
+class ScenarioError(InputError, ValueError):
     """A scenario value that is not accepted."""
+
+
+@dataclass(frozen=True)
+class Switchover:
+    """How the switchover bandwidth is given: the scenario's one choice.
+
+    @mode is "none" (the parameter not set: QEMU's own estimate), "declared"
+    (@bytes_per_s), "auto" (miglab sets the parameter from the kernel's TCP
+    samples of the migration connections: autotune.py) or "qemu-auto" (QEMU
+    takes it from its channels' samples itself: x-tcp-switchover-bandwidth).
+    """
+
+    mode: str = "none"
+    bytes_per_s: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in SWITCHOVER_MODES or \
+                (self.bytes_per_s is not None) != (self.mode == "declared"):
+            raise ValueError(f"switchover {self.mode!r} with {self.bytes_per_s!r} bytes/s")
+
+    @property
+    def auto(self) -> bool:
+        return self.mode == "auto"
+
+    @property
+    def qemu_auto(self) -> bool:
+        return self.mode == "qemu-auto"
+
+    @property
+    def automatic(self) -> bool:
+        """Either automatic mode: the connection's TCP samples decide."""
+        return self.mode in ("auto", "qemu-auto")
+
+    def initial_parameter(self) -> int | None:
+        """avail-switchover-bandwidth when the migration starts: the declared
+        value; for auto 0 (QEMU's estimate) until it has measured; None: not set."""
+        return 0 if self.auto else self.bytes_per_s
+
+    def __str__(self) -> str:
+        """As the user writes it (--switchover-bandwidth)."""
+        return str(self.bytes_per_s) if self.mode == "declared" else self.mode
 
 
 @dataclass(frozen=True)
@@ -74,10 +118,7 @@ class Scenario:
     zero_rate_mib: int = 0
     max_bandwidth_bytes_per_s: int | None = 8_000_000
     downtime_limit_ms: int = 300
-    switchover_bandwidth_bytes_per_s: int | None = None  # None: parameter not set
-    switchover_auto: bool = False  # set from the kernel's TCP samples (autotune.py)
-    # QEMU takes it from its own channels' TCP samples (x-tcp-switchover-bandwidth)
-    switchover_qemu_auto: bool = False
+    switchover: Switchover = field(default_factory=Switchover)
     multifd_channels: int = 0  # 0: one migration connection, no multifd
     cross_traffic_flows: int = 0  # bulk TCP flows sharing the link during the migration
     # KubeVirt's downtime ramp (ramp.py): it starts the migration at its own
@@ -109,13 +150,12 @@ class Scenario:
                         numa_nodes=max(1, len(self.numa_nodes_mib)), threads=self.vcpus)
 
     def migration(self) -> MigrationSettings:
-        # auto starts from 0 (QEMU's estimate) until the tuner has measured
-        declared = 0 if self.switchover_auto else self.switchover_bandwidth_bytes_per_s
         limit_ms = self.downtime_ramp.initial_ms if self.downtime_ramp else self.downtime_limit_ms
         return MigrationSettings(downtime_limit_ms=limit_ms,
                                  max_bandwidth_bytes_per_s=self.max_bandwidth_bytes_per_s,
-                                 avail_switchover_bandwidth_bytes_per_s=declared,
-                                 tcp_switchover_bandwidth=self.switchover_qemu_auto,
+                                 avail_switchover_bandwidth_bytes_per_s=(
+                                     self.switchover.initial_parameter()),
+                                 tcp_switchover_bandwidth=self.switchover.qemu_auto,
                                  multifd_channels=self.multifd_channels)
 
     def to_dict(self) -> dict[str, Any]:
@@ -165,6 +205,17 @@ def _bandwidth(words: str) -> Callable[[str, str], int | None]:
             raise units.UnitError(f"{what} {text!r}: expected {accepted}")
         return value
     return parse
+
+
+_declared = _bandwidth("'none', 'auto', 'qemu-auto'")
+
+
+def _switchover(text: str, what: str) -> Switchover:
+    word = str(text).strip().lower()
+    if word in ("auto", "qemu-auto"):
+        return Switchover(word)
+    value = _declared(text, what)
+    return Switchover() if value is None else Switchover("declared", value)
 
 
 def _seconds(text: str, what: str) -> float:
@@ -278,58 +329,108 @@ def _numa_nodes(text: str, what: str) -> tuple[int, ...]:
         raise units.UnitError(f"{what} {text!r}: expected {accepted}") from None
 
 
-FIELDS: dict[str, tuple[str, Any]] = {
-    "qemu": ("qemu", _qemu),
-    "dst-qemu": ("dst_qemu", _qemu),
-    "link-rate": ("link_rate_bps", _link_rate),
-    "link-delay": ("link_delay_ms", _link_ms),
-    "link-jitter": ("link_jitter_ms", _link_ms),
-    "link-loss": ("link_loss_pct", units.parse_percent),
-    "memory": ("memory_mib", _mib_in(MIN_MEMORY_MIB, MAX_SIZE_MIB, "512M")),
-    "numa-nodes": ("numa_nodes_mib", _numa_nodes),
-    "vcpus": ("vcpus", _count(1, MAX_VCPUS, "2")),
-    "hot-set": ("hot_set_mib", _mib_in(0, MAX_SIZE_MIB, "32M")),
-    "dirty-rate": ("dirty_rate_mib", _mib_in(0, MAX_RATE_MIB, "40M", "/s")),
-    "zero-set": ("zero_set_mib", _mib_in(0, MAX_SIZE_MIB, "64M")),
-    "zero-rate": ("zero_rate_mib", _mib_in(0, MAX_RATE_MIB, "40M", "/s")),
-    "max-bandwidth": ("max_bandwidth_bytes_per_s", _bandwidth("'none'")),
-    "downtime-limit": ("downtime_limit_ms", _downtime_ms),
-    "switchover-bandwidth": ("switchover_bandwidth_bytes_per_s",
-                             _bandwidth("'none', 'auto', 'qemu-auto'")),
-    "multifd-channels": ("multifd_channels", _count(0, MAX_MULTIFD_CHANNELS, "4")),
-    "cross-traffic": ("cross_traffic_flows", _count(0, MAX_CROSS_TRAFFIC_FLOWS, "3")),
-    "downtime-ramp": ("downtime_ramp", _downtime_ramp),
-    "timeout": ("timeout_s", _seconds),
-    "accel": ("accel", _choice(ACCEL_CHOICES)),
-    "via": ("via", _choice(VIA_CHOICES)),
-    "src-uri": ("src_uri", _libvirt_uri),
-    "dst-uri": ("dst_uri", _libvirt_uri),
-    "migrate-address": ("migrate_address", _address),
-    "name": ("name", lambda t, w: str(t)),
+class Field(NamedTuple):
+    """A scenario key (a --option, a YAML key): the Scenario attribute it
+    sets, how its text is read, and its help (the CLI's and the docs')."""
+
+    attr: str
+    parse: Callable[[Any, str], Any]
+    help: str
+
+
+FIELDS: dict[str, Field] = {
+    "qemu": Field("qemu", _qemu,
+        "a build: "
+        + "; ".join(f"{name}, {b.description}" for name, b in artifacts.BUILDS.items())
+        + "; or a qemu-system-x86_64 command on PATH, or a path to one (default patched)"),
+    "dst-qemu": Field("dst_qemu", _qemu,
+        "the destination's QEMU, when it differs from --qemu (same choices)"),
+    "link-rate": Field("link_rate_bps", _link_rate,
+        "rate of the link, both ways, e.g. 1gbit, 500mbit (default 1gbit)"),
+    "link-delay": Field("link_delay_ms", _link_ms,
+        "one-way delay on each end, e.g. 5ms (needs netem)"),
+    "link-jitter": Field("link_jitter_ms", _link_ms,
+        "delay jitter, e.g. 1ms (needs netem and --link-delay)"),
+    "link-loss": Field("link_loss_pct", units.parse_percent,
+        "packet loss on each end, e.g. 0.1%% (needs netem)"),
+    "memory": Field("memory_mib", _mib_in(MIN_MEMORY_MIB, MAX_SIZE_MIB, "512M"),
+        "guest RAM, e.g. 512M (default 512M)"),
+    "numa-nodes": Field("numa_nodes_mib", _numa_nodes,
+        "guest NUMA nodes, the memory of each, e.g. 128M,384M (the sum is the"
+        " guest's memory; its working sets are interleaved over all nodes)"),
+    "vcpus": Field("vcpus", _count(1, MAX_VCPUS, "2"),
+        "guest vCPUs; the workload rewrites its hot set from as many threads, one"
+        " pinned to each vCPU, each with its share of the set and of the rate"
+        " (default 1)"),
+    "hot-set": Field("hot_set_mib", _mib_in(0, MAX_SIZE_MIB, "32M"),
+        "memory the guest rewrites with random data, e.g. 32M (default 32M)"),
+    "dirty-rate": Field("dirty_rate_mib", _mib_in(0, MAX_RATE_MIB, "40M", "/s"),
+        "how fast it rewrites the hot set, MiB/s, e.g. 40M (default 40M)"),
+    "zero-set": Field("zero_set_mib", _mib_in(0, MAX_SIZE_MIB, "64M"),
+        "memory the guest rewrites with zeros, e.g. 64M (default 0)"),
+    "zero-rate": Field("zero_rate_mib", _mib_in(0, MAX_RATE_MIB, "40M", "/s"),
+        "how fast it rewrites the zero set, MiB/s (default 0)"),
+    "max-bandwidth": Field("max_bandwidth_bytes_per_s", _bandwidth("'none'"),
+        "QEMU's max-bandwidth in bytes/s, e.g. 8M, or none (default 8M)"),
+    "downtime-limit": Field("downtime_limit_ms", _downtime_ms,
+        "QEMU's downtime-limit, ms (default 300)"),
+    "switchover-bandwidth": Field("switchover", _switchover,
+        "avail-switchover-bandwidth in bytes/s, e.g. 125M; none (not"
+        " set, the default); auto (miglab sets it from the kernel's"
+        " TCP samples of the migration connections); or qemu-auto"
+        " (QEMU takes it from its channels' TCP samples itself:"
+        " x-tcp-switchover-bandwidth, in miglab's patched builds)"),
+    "multifd-channels": Field("multifd_channels", _count(0, MAX_MULTIFD_CHANNELS, "4"),
+        "migrate over N multifd channels (TCP connections), 0 for one"
+        " connection without multifd (default 0)"),
+    "cross-traffic": Field("cross_traffic_flows", _count(0, MAX_CROSS_TRAFFIC_FLOWS, "3"),
+        "N bulk TCP flows from the source to the destination namespace over"
+        " the same link, from before the migration until it ends (default 0)"),
+    "downtime-ramp": Field("downtime_ramp", _downtime_ramp,
+        "KubeVirt's downtime ramp (VEP 291): off (default), on (start at 150 ms;"
+        " from iteration 3, every 10 s, one of 7 steps up to 1050 ms), or"
+        " KEY=VALUE pairs over those: initial_ms, steps, start_iteration,"
+        " cooldown_s, ceiling_ms"),
+    "timeout": Field("timeout_s", _seconds,
+        "seconds to wait for convergence before cancelling (default 60)"),
+    "accel": Field("accel", _choice(ACCEL_CHOICES),
+        "auto, tcg or kvm (default auto: KVM only if a guest boots under it)"),
+    "via": Field("via", _choice(VIA_CHOICES),
+        "qmp (default: miglab drives QEMU's monitor) or libvirt (a libvirtd on each"
+        " lab host runs the guest as a domain and migrates it through libvirt's API,"
+        " peer to peer, as Nova and virsh do)"),
+    "src-uri": Field("src_uri", _libvirt_uri,
+        "with --via libvirt, between two libvirt hosts of yours instead of the lab's"
+        " own: the source's URI, e.g. qemu+ssh://root@host1/system (with --dst-uri"
+        " and --migrate-address; no link or namespace is made, the guest's kernel"
+        " and initramfs are uploaded through libvirt, the QEMU --qemu names must be"
+        " at the same path on the hosts)"),
+    "dst-uri": Field("dst_uri", _libvirt_uri,
+        "the destination host's libvirt URI, as the harness and the source's libvirtd"
+        " reach it (peer to peer)"),
+    "migrate-address": Field("migrate_address", _address,
+        "the destination's address on the network the migration's data"
+        " should take"),
+    "name": Field("name", lambda t, w: str(t),
+        "a name for the run, used in reports"),
 }
 
 
 def parse(values: dict[str, Any], base: Scenario | None = None) -> Scenario:
     """A Scenario from option/key names to text values; unknown keys are errors."""
     fields: dict[str, Any] = asdict(base or Scenario())
-    if isinstance(fields["downtime_ramp"], dict):  # asdict() went into it
+    if isinstance(fields["downtime_ramp"], dict):  # asdict() went into them
         fields["downtime_ramp"] = ramp.DowntimeRamp(**fields["downtime_ramp"])
+    fields["switchover"] = Switchover(**fields["switchover"])
     for key, text in values.items():
         if key not in FIELDS:
             raise ScenarioError(unknown_key(key))
-        name, parser = FIELDS[key]
+        name, parser, _ = FIELDS[key]
         if isinstance(text, (dict, list)):  # YAML: a mapping or list where one value goes
             shown = repr(text)
             shown = shown if len(shown) <= 60 else shown[:57] + "..."
             raise ScenarioError(f"--{key} {shown}: expected one value, not a"
                                 f" {'mapping' if isinstance(text, dict) else 'list'}")
-        if key == "switchover-bandwidth":
-            mode = str(text).strip().lower()
-            fields["switchover_auto"] = mode == "auto"
-            fields["switchover_qemu_auto"] = mode == "qemu-auto"
-            if mode in ("auto", "qemu-auto"):
-                fields["switchover_bandwidth_bytes_per_s"] = None
-                continue
         try:
             fields[name] = parser(str(text), f"--{key}")
         except ValueError as err:
@@ -363,7 +464,7 @@ def _check(s: Scenario) -> None:
         for name, what in NOT_VIA_LIBVIRT.items():
             if getattr(s, name):
                 raise ScenarioError(f"--via libvirt: {what} is not supported; use --via qmp")
-    given = [f"--{key}" for key in REMOTE_KEYS if getattr(s, FIELDS[key][0])]
+    given = [f"--{key}" for key in REMOTE_KEYS if getattr(s, FIELDS[key].attr)]
     if given and len(given) < len(REMOTE_KEYS):
         raise ScenarioError(f"{' '.join(given)}: give all of {', '.join(REMOTE_KEYS)}"
                             " (the two hosts, and the destination's address for the data)")
@@ -372,7 +473,7 @@ def _check(s: Scenario) -> None:
     if given and s.link().needs_netem:
         raise ScenarioError("--link-delay, --link-jitter and --link-loss shape the lab's own"
                             " link; between two hosts given by URI there is none")
-    if given and (s.switchover_auto or s.cross_traffic_flows):
+    if given and (s.switchover.auto or s.cross_traffic_flows):
         raise ScenarioError("--switchover-bandwidth auto reads the migration connection's"
                             " TCP samples in the lab's own source namespace; between two"
                             " hosts given by URI use qemu-auto (QEMU reads them itself)")

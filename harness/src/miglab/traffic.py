@@ -13,10 +13,10 @@ import logging
 import select
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 
 from . import ownership
+from .errors import LabError
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ REPORT_TIMEOUT_S = 15.0  # and reports within this once its sender is gone
 CROSS_TRAFFIC_BASE_PORT = 5301  # flow i listens on this + i (the link check: 5201)
 
 
-class FlowError(RuntimeError):
+class FlowError(LabError):
     """A flow did not start, or its receiver did not report."""
 
 
@@ -124,7 +124,6 @@ class CrossTraffic:
         self._flows = [Flow(src_ns, dst_ns, addr, CROSS_TRAFFIC_BASE_PORT + i, seconds,
                             f"cross-traffic flow {i + 1}") for i in range(flows)]
         self.delivered: list[Delivered] = []
-        self.started_at = 0.0
 
     def __enter__(self) -> CrossTraffic:
         try:
@@ -133,7 +132,6 @@ class CrossTraffic:
         except BaseException:
             self.close()
             raise
-        self.started_at = time.monotonic()
         return self
 
     def stop(self) -> list[Delivered]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
+from .errors import InputError
+
 _NUMBER = r"(\d+(?:\.\d+)?)"
 # Every limit that matters (QEMU's 2^64 - 1) has 20 digits; longer numbers
 # would only reach floats' infinity or decimal's exponent limits.
@@ -25,7 +27,7 @@ _DECIMAL = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6,
 _BITS = {"bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9}
 
 
-class UnitError(ValueError):
+class UnitError(InputError, ValueError):
     """A value that does not parse; the message names what is accepted."""
 
 

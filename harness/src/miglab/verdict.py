@@ -28,11 +28,13 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from .units import human_bits
+from .units import both_rates, human_bits
 
 if TYPE_CHECKING:
-    from .guest import CorruptPage, GuestReport
-    from .result import Result
+    from .guest import Blackout, CorruptPage, GuestReport
+    from .migration import Outcome
+    from .result import CrossTrafficRecord, Result
+    from .scenario import Scenario, Switchover
 
 DOWNTIME_ALLOWANCE = 1.10
 ALIVE_WITHIN_S = 1.0  # heartbeats come every 10 ms; a second of silence is a dead guest
@@ -75,8 +77,9 @@ def integrity(report: GuestReport, is_alive: bool) -> Integrity:
 
 def limit_in_force_ms(result: Result) -> int:
     """The limit QEMU switched over with: the downtime ramp's last, or the user's."""
-    ramped = result.downtime_ramp.get("limit_at_switchover_ms")
-    return int(ramped) if ramped else result.downtime_limit_ms
+    ramp = result.downtime_ramp
+    return ramp.limit_at_switchover_ms if ramp and ramp.limit_at_switchover_ms \
+        else result.downtime_limit_ms
 
 
 def passed(result: Result) -> bool:
@@ -185,22 +188,90 @@ def bandwidth_reasons(link_bps: float, estimate_bps: float | None,
     return out
 
 
-def cross_traffic_reasons(cross: dict[str, Any]) -> list[str]:
+def cross_traffic_reasons(cross: CrossTrafficRecord) -> list[str]:
     """What the competing flows took, and what the migration's connection got."""
-    if "error" in cross:
-        return [f"{cross['flows']} competing flow(s): what they delivered is unknown"
-                f" ({cross['error']})"]
-    out = [f"{cross['flows']} competing flow(s) carried"
-           f" {human_bits(cross['flows_goodput_bps'])} on a link that carried"
-           f" {human_bits(cross['link_goodput_alone_bps'])} alone"]
-    if cross.get("migration_tcp_bps"):
+    if cross.error:
+        return [f"{cross.flows} competing flow(s): what they delivered is unknown"
+                f" ({cross.error})"]
+    out = [f"{cross.flows} competing flow(s) carried"
+           f" {human_bits(cross.flows_goodput_bps)} on a link that carried"
+           f" {human_bits(cross.link_goodput_alone_bps)} alone"]
+    if cross.migration_tcp_bps and cross.migration_share is not None:
         out.append(f"the migration connection's TCP delivery rate"
-                   f" {human_bits(cross['migration_tcp_bps'])} is"
-                   f" {cross['migration_share']:.0%} of the link alone"
-                   f" (1/{cross['flows'] + 1} would be"
-                   f" {1 / (cross['flows'] + 1):.0%})")
+                   f" {human_bits(cross.migration_tcp_bps)} is"
+                   f" {cross.migration_share:.0%} of the link alone"
+                   f" (1/{cross.flows + 1} would be"
+                   f" {1 / (cross.flows + 1):.0%})")
     else:
         out.append("the migration connection's TCP samples agreed on no rate")
+    return out
+
+
+@dataclass
+class GuestVerdict:
+    """The guests after the migration: the one that should run on, judged."""
+
+    integrity: Integrity
+    destination_alive: bool | None
+    source_alive: bool | None
+    blackout: Blackout | None
+    report: GuestReport | None = None
+
+
+def switchover_how(switchover: Switchover, source: str | None) -> str:
+    """How the switchover bandwidth was set, for people."""
+    if switchover.qemu_auto:
+        return f"QEMU's own (x-tcp-switchover-bandwidth; its source: {source or 'not reported'})"
+    return "automatic (kernel TCP samples)" if switchover.auto else "declared"
+
+
+def run_reasons(s: Scenario, outcome: Outcome, link_bps: float | None,
+                estimate_bps: float | None, switchover_bps: float, source: str | None,
+                guests: GuestVerdict, final_ms: int, ramp_raises: int | None,
+                connections: int | None) -> list[str]:
+    """Why a run's verdict is what it is, in sentences for people: the
+    bandwidths against the link, convergence, the downtime against the limit
+    (@final_ms, the downtime ramp's last after @ramp_raises raises when it
+    ran), the guest's pause, QEMU's error, the guest that runs on; and how
+    many connections the automatic mode summed (@connections: it ran)."""
+    how = switchover_how(s.switchover, source)
+    reasons = bandwidth_reasons(link_bps, estimate_bps, switchover_bps, how) if link_bps \
+        else ["between two hosts given by URI: no link of the lab's, none measured"]
+    last = outcome.samples[-1] if outcome.samples else None
+    if outcome.status == Status.NOT_CONVERGED and last:
+        reasons.append(f"still iterating after {s.timeout_s:.0f}s: expected downtime"
+                       f" {last.expected_downtime_ms} ms > limit {final_ms} ms"
+                       + (" (the downtime ramp's last)" if ramp_raises is not None else ""))
+    if outcome.status == Status.COMPLETED and outcome.downtime_ms is not None:
+        if ramp_raises is not None:
+            reasons += ramp_reasons(outcome.downtime_ms, final_ms, s.downtime_limit_ms,
+                                    ramp_raises)
+        else:
+            reasons.append(downtime_reason(outcome.downtime_ms, s.downtime_limit_ms))
+    if outcome.status == Status.COMPLETED and guests.blackout:
+        reasons.append(pause_reason(guests.blackout.ms, guests.blackout.error_ms, final_ms))
+    if outcome.error:
+        reasons.append(f"QEMU: {outcome.error}")
+    which = "destination" if outcome.status == Status.COMPLETED else "source"
+    alive = guests.destination_alive if which == "destination" else guests.source_alive
+    reasons += guest_reasons(guests.report, which, alive)
+    if connections is not None:
+        reasons.append(f"the automatic mode summed {connections} migration connection(s)")
+    return reasons
+
+
+def libvirt_reasons(s: Scenario, record: dict[str, Any]) -> list[str]:
+    """What a run through libvirt adds: whose downtime is judged, the cap applied."""
+    out = [f"through libvirt {record.get('libvirt_version', '?')}: the downtime judged is"
+           " libvirt's (source paused to destination resumed)"
+           + (f"; QEMU's own was {record['qemu_downtime_ms']} ms"
+              if record.get("qemu_downtime_ms") is not None else "")]
+    applied = record.get("max_bandwidth_bytes_per_s")
+    if applied is not None and applied != s.max_bandwidth_bytes_per_s:
+        out.append(f"max-bandwidth applied {record['max_bandwidth_mib_per_s']} MiB/s"
+                   f" ({both_rates(applied)}), not the scenario's"
+                   f" {both_rates(s.max_bandwidth_bytes_per_s or 0)}: libvirt takes"
+                   " whole MiB/s")
     return out
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import subprocess
 import tempfile
 import time
@@ -21,6 +22,7 @@ from typing import Any
 
 from . import artifacts, ownership
 from .console import Console
+from .errors import LabError
 from .guest import Workload, kernel_command_line
 from .monitor import ExecuteError, Monitor, QMPError, QMPTimeout
 
@@ -32,7 +34,7 @@ QUIT_TIMEOUT_S = 10.0  # "quit" to exit: QEMU flushes and stops its threads
 KILL_TIMEOUT_S = 5.0
 
 
-class VMError(RuntimeError):
+class VMError(LabError):
     """QEMU did not start, died, or stopped answering."""
 
 
@@ -46,7 +48,8 @@ class VMLaunchError(VMError):
         text = f"{name}: {reason}"
         if exitcode is not None:
             text += f" (exit code {exitcode})"
-        super().__init__(f"{text}: {stderr_tail}" if stderr_tail else text)
+        super().__init__(f"{text}: {stderr_tail}" if stderr_tail else text,
+                         evidence=f"command: {shlex.join(command)}")
 
 
 @dataclass
@@ -155,7 +158,7 @@ class VM:
                 # Its own session: the terminal's Ctrl-C goes to the harness,
                 # which then shuts QEMU down in order.
                 self._process, entry = ownership.spawn(
-                    self.command_line, f"{self.name} QEMU", self.config.netns,
+                    self.command_line, f"{self.name} QEMU", self.config.netns, program="qemu",
                     stdin=subprocess.DEVNULL, stdout=err, stderr=err,
                     env={**os.environ, **self.config.env}, start_new_session=True)
                 self._made.append(entry)
