@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from miglab import artifacts
-from miglab.guest import READY, Workload
+from miglab.guest import READY, Workload, kernel_command_line
 from miglab.vm import VM, VMConfig
 
 
@@ -44,7 +44,8 @@ def stock(stock_bin: Path, tmp_path: Path) -> Iterator[VM]:
 
 def guest_config(binary: Path, workload: Workload, incoming: bool = False) -> VMConfig:
     return VMConfig(binary, memory_mib=512, kernel=artifacts.kernel(),
-                    initramfs=artifacts.initramfs(), workload=workload, incoming=incoming)
+                    initramfs=artifacts.initramfs(),
+                    kernel_append=kernel_command_line(workload), incoming=incoming)
 
 
 def wait_ready(vm: VM, timeout: float = 90.0) -> None:

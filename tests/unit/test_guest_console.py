@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from miglab.console import Console, ConsoleLine
+from miglab.deadline import wait_for
 from miglab.guest import (
     VERIFY_SLACK_S,
     CorruptPage,
@@ -209,8 +210,8 @@ class FakeGuest:
         """Send @texts; return once the console has them, with the time they arrived."""
         count = len(self.console.lines())
         self._sock.sendall("".join(t + "\r\n" for t in texts).encode())
-        while len(self.console.lines()) < count + len(texts):
-            time.sleep(0.005)
+        wait_for(lambda: len(self.console.lines()) >= count + len(texts), 5.0,
+                 "the console to read what was sent", interval_s=0.005)
         return self.console.lines()[-1].host_time
 
     def close(self) -> None:

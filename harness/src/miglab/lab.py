@@ -19,7 +19,7 @@ from pathlib import Path
 from . import artifacts, phases, preflight
 from .console import Console
 from .errors import LabError
-from .guest import READY
+from .guest import READY, kernel_command_line
 from .link import CHECK_HIGH, CHECK_LOW, DST_ADDR, Link, LinkCheck
 from .result import Sample
 from .scenario import Scenario
@@ -66,7 +66,7 @@ def trace_log(logs: Path, name: str) -> Path:
     return logs / f"{name}-trace.log"
 
 
-def _guest_config(s: Scenario, binary: Path, accel: str, netns: str, incoming: bool,
+def _guest_config(s: Scenario, binary: Path, accel: str, incoming: bool,
                   extra_args: list[str] | None, logs: Path, name: str) -> VMConfig:
     # QEMUs that trace the downtime's checkpoints write them for phases.py
     traced = phases.trace_args(trace_log(logs, name)) \
@@ -74,7 +74,7 @@ def _guest_config(s: Scenario, binary: Path, accel: str, netns: str, incoming: b
     return VMConfig.for_binary(binary, memory_mib=s.memory_mib, machine=machine_type(s),
                                numa_nodes_mib=s.numa_nodes_mib, vcpus=s.vcpus, accel=accel,
                                kernel=artifacts.kernel(), initramfs=artifacts.initramfs(),
-                               workload=s.workload(), incoming=incoming, netns=netns,
+                               kernel_append=kernel_command_line(s.workload()), incoming=incoming,
                                extra_args=traced + list(extra_args or []))
 
 
@@ -143,8 +143,8 @@ def _booted_source(s: Scenario, binary: Path, link: Link, logs: Path,
     trials = accel_trials(s.accel, os.path.exists("/dev/kvm"), progress)
     for accel, _ in trials:
         last = accel == trials[-1][0]
-        vm = VM(_guest_config(s, binary, accel, link.src_ns, False, extra_args, logs, "src"),
-                "src", logs)
+        vm = VM(_guest_config(s, binary, accel, False, extra_args, logs, "src"), "src", logs,
+                link.src_ns)
         progress.stage(f"booting the source guest ({accel})")
         try:
             vm.launch()
@@ -208,9 +208,9 @@ class Lab:
     def new_destination(self) -> VM:
         """A fresh destination (after one died or failed), launched; the caller owns it."""
         self.dst.shutdown()
-        self.dst = VM(_guest_config(self.scenario, self.dst_binary, self.accel,
-                                    self.link.dst_ns, True, None, self.logs, "dst-retry"),
-                      "dst-retry", self.logs)
+        self.dst = VM(_guest_config(self.scenario, self.dst_binary, self.accel, True, None,
+                                    self.logs, "dst-retry"), "dst-retry", self.logs,
+                      self.link.dst_ns)
         self.dst.launch()
         return self.dst
 
@@ -232,8 +232,8 @@ def lab(s: Scenario, logs: Path, progress: Progress | None = None,
     with checked_link(s, progress, on_link_measured) as (link, check):
         with _booted_source(s, binary, link, logs, progress,
                             list(src_extra_args or [])) as (src, accel):
-            dst = VM(_guest_config(s, dst_binary, accel, link.dst_ns, True,
-                                   dst_extra_args, logs, "dst"), "dst", logs)
+            dst = VM(_guest_config(s, dst_binary, accel, True, dst_extra_args, logs, "dst"),
+                     "dst", logs, link.dst_ns)
             env = Lab(s, link, check, src, dst, accel, binary, dst_binary, logs, label)
             try:
                 env.dst.launch()

@@ -23,7 +23,6 @@ from typing import Any
 from . import artifacts, ownership
 from .console import Console
 from .errors import LabError
-from .guest import Workload, kernel_command_line
 from .monitor import ExecuteError, Monitor, QMPError, QMPTimeout
 
 log = logging.getLogger(__name__)
@@ -62,9 +61,8 @@ class VMConfig:
     accel: str = "tcg"
     kernel: Path | None = None
     initramfs: Path | None = None
-    workload: Workload | None = None
+    kernel_append: str = ""  # the kernel's command line (the workload's: guest.py)
     incoming: bool = False  # destination: wait for "migrate-incoming"
-    netns: str | None = None  # run inside this network namespace
     extra_args: list[str] = field(default_factory=list)
     firmware_dirs: list[Path] = field(default_factory=list)  # -L, searched first
     env: dict[str, str] = field(default_factory=dict)  # added to QEMU's environment
@@ -108,8 +106,7 @@ class VMConfig:
             cmd += [
                 "-chardev", f"socket,id=console,path={console_path}",
                 "-serial", "chardev:console",
-                "-kernel", str(self.kernel),
-                "-append", kernel_command_line(self.workload or Workload()),
+                "-kernel", str(self.kernel), "-append", self.kernel_append,
             ]
             if self.initramfs:
                 cmd += ["-initrd", str(self.initramfs)]
@@ -119,9 +116,13 @@ class VMConfig:
 
 
 class VM:
-    def __init__(self, config: VMConfig, name: str, log_dir: Path | None = None) -> None:
+    def __init__(self, config: VMConfig, name: str, log_dir: Path | None = None,
+                 netns: str | None = None) -> None:
+        """QEMU as @config says, named @name, its logs in @log_dir, run inside
+        network namespace @netns if given."""
         self.config = config
         self.name = name
+        self.netns = netns
         self._log_dir = log_dir
         self._tmpdir: Path | None = None
         self._made: list[ownership.Entry] = []  # tmpdir, process
@@ -158,7 +159,7 @@ class VM:
                 # Its own session: the terminal's Ctrl-C goes to the harness,
                 # which then shuts QEMU down in order.
                 self._process, entry = ownership.spawn(
-                    self.command_line, f"{self.name} QEMU", self.config.netns, program="qemu",
+                    self.command_line, f"{self.name} QEMU", self.netns, program="qemu",
                     stdin=subprocess.DEVNULL, stdout=err, stderr=err,
                     env={**os.environ, **self.config.env}, start_new_session=True)
                 self._made.append(entry)

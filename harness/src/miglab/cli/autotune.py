@@ -31,7 +31,7 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                       help="seconds to wait for a migration to start (default 60)")
 
 
-def _autotune_target(args: argparse.Namespace) -> int:
+def _target(args: argparse.Namespace) -> int:
     """The checked options of `miglab autotune`; returns QEMU's pid."""
     if not 0 < args.wait < float("inf"):
         raise InputError(f"--wait {args.wait}: expected a number of seconds above 0")
@@ -62,7 +62,7 @@ def _mode(path: str) -> int:
 
 
 def cmd(args: argparse.Namespace) -> int:
-    pid = _autotune_target(args)
+    pid = _target(args)
     qmp = Monitor(args.qmp)
     try:
         qmp.connect()
