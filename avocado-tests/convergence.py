@@ -113,9 +113,10 @@ class CappedPrecopy(LabTest):
         8 MB/s is 7.63 MiB/s, and libvirt takes whole MiB/s, so 8 MiB/s
         (8388608 B/s). Returns that cap."""
         self.assertEqual(result.via, "libvirt")
-        self.assertTrue(result.libvirt.get("libvirt_version"), result.libvirt)
-        self.assertEqual(result.libvirt.get("max_bandwidth_mib_per_s"), 8)
-        applied = result.libvirt["max_bandwidth_bytes_per_s"]
+        assert result.libvirt, "a libvirt run without its record"
+        self.assertTrue(result.libvirt.libvirt_version, result.libvirt)
+        self.assertEqual(result.libvirt.max_bandwidth_mib_per_s, 8)
+        applied = result.libvirt.max_bandwidth_bytes_per_s
         self.assertEqual(applied, 8 << 20)
         return applied
 

@@ -123,6 +123,8 @@ def scenario(patched_bin: Path, tmp_path_factory: pytest.TempPathFactory,
         control = console.wait_for(VERIFY, WORKLOAD.verify_deadline_s,
                                    console.lines().index(ready_line))
         before = console.lines()
+        # No line marks the sweep leaving page 0; at 1 MiB/s it is 25 pages
+        # past it after 0.1 s, and 3.9 s from coming back to it (4 MiB owned).
         time.sleep(0.1)
         hot = _inject(console, gdb_socket, hot_paddr, HOT_GARBAGE,
                       rf"^ml:C set=hot page={hot_page} paddr=0x{hot_paddr:x} ")

@@ -7,7 +7,14 @@ import pytest
 
 from miglab import lab, report, runner, scenario
 from miglab.migration import MigrationSettings, decide
-from miglab.result import CrossTrafficRecord, RampRecord, RampStep, Result, Sample
+from miglab.result import (
+    CrossTrafficRecord,
+    LibvirtRecord,
+    RampRecord,
+    RampStep,
+    Result,
+    Sample,
+)
 
 
 def query(status: str, **extra: object) -> dict:
@@ -140,18 +147,22 @@ def test_the_progress_line_shows_no_expected_downtime_in_the_first_pass() -> Non
     assert "expected downtime   1573 ms" in report.progress_line(later, 1e9)
 
 
-def test_the_cross_traffic_and_ramp_records_come_back_typed_from_json(tmp_path: Path) -> None:
+def test_the_cross_traffic_ramp_and_libvirt_records_come_back_typed_from_json(
+        tmp_path: Path) -> None:
     r = Result(status="completed", integrity="ok", downtime_ms=280, observed_blackout_ms=None,
                downtime_limit_ms=300, total_time_ms=9000, link_rate_bps=955e6,
                estimated_bandwidth_bps=64e6, switchover_bandwidth_bps=0,
                cross_traffic=CrossTrafficRecord(3, 955e6, 700e6, [233e6] * 3, 230e6, 0.241),
-               downtime_ramp=RampRecord(150, [RampStep(8.0, 4, 279)], 279, {"steps": 7}))
+               downtime_ramp=RampRecord(150, [RampStep(8.0, 4, 279)], 279, {"steps": 7}),
+               via="libvirt", libvirt=LibvirtRecord("9.0.0", "qemu:///system", "qemu+tcp://d",
+                                                    max_bandwidth_mib_per_s=8,
+                                                    job={"downtime": 281}))
     r.write_json(tmp_path / "r.json")
     back = Result.read_json(tmp_path / "r.json")
     assert back == r and back.downtime_ramp and back.downtime_ramp.limit_at(9.0) == 279
     # a result written before the records were typed: {} for none
-    old = {**r.to_dict(), "cross_traffic": {}, "downtime_ramp": {}}
-    assert Result.from_dict(old).cross_traffic is None
+    old = {**r.to_dict(), "cross_traffic": {}, "downtime_ramp": {}, "libvirt": {}}
+    assert Result.from_dict(old).cross_traffic is None and Result.from_dict(old).libvirt is None
 
 
 def test_kvm_found_unusable_here_is_not_probed_again_by_the_runs_after(

@@ -33,7 +33,7 @@ import threading
 import time
 import uuid as uuid_module
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ from .libvirthost import LibvirtHost, RemoteHost, quiet_libvirt
 from .link import DST_ADDR, SRC_ADDR, Link, LinkCheck
 from .migration import PARAM, TCP_PARAM, MigrationSettings, Outcome
 from .monitor import ExecuteError
-from .result import Sample
+from .result import LibvirtRecord, Sample
 from .scenario import Scenario
 from .verdict import Status
 
@@ -171,8 +171,8 @@ class LibvirtLab:
     dst_binary: Path
     logs: Path
     qemu_label: str
+    record: LibvirtRecord  # the result's "libvirt"
     migrate_address: str = DST_ADDR
-    record: dict[str, Any] = field(default_factory=dict)  # the result's "libvirt"
 
     def new_destination(self) -> LibvirtGuest:
         """A fresh destination side for a retry (the last one is let go)."""
@@ -257,8 +257,8 @@ def lab(s: Scenario, logs: Path, progress: Progress | None = None,
                 _booted_source(s, binary, src_host, logs, progress,
                                GuestFiles.local()) as (src, spec, accel):
             dst = LibvirtGuest("dst", dst_host, logs)
-            record = {"libvirt_version": _version(src_host.conn.getLibVersion()),
-                      "src_uri": src_host.uri, "dst_uri": dst_host.tcp_uri}
+            record = LibvirtRecord(_version(src_host.conn.getLibVersion()), src_host.uri,
+                                   dst_host.tcp_uri)
             env = LibvirtLab(s, link, check, src_host, dst_host, src, dst, accel, spec,
                              binary, dst_binary, logs, label, record=record)
             try:
@@ -341,9 +341,8 @@ def remote_lab(s: Scenario, logs: Path,
                                    dom_uuid) as (src, spec, accel):
                 assert files == dst_files
                 dst = LibvirtGuest("dst", dst_host, logs)
-                info = {"libvirt_version": _version(src_host.conn.getLibVersion()),
-                        "src_uri": s.src_uri, "dst_uri": s.dst_uri,
-                        "migrate_address": s.migrate_address}
+                info = LibvirtRecord(_version(src_host.conn.getLibVersion()), s.src_uri,
+                                     s.dst_uri, s.migrate_address)
                 env = LibvirtLab(s, None, None, src_host, dst_host, src, dst, accel, spec,
                                  binary, dst_binary, logs, label,
                                  migrate_address=s.migrate_address, record=info)
@@ -395,8 +394,8 @@ def migrate(env: LibvirtLab, settings: MigrationSettings, deadline_s: float,
     cap = settings.max_bandwidth_bytes_per_s
     if cap is not None:
         params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = applied_cap_mib_per_s(cap)
-        env.record["max_bandwidth_mib_per_s"] = applied_cap_mib_per_s(cap)
-        env.record["max_bandwidth_bytes_per_s"] = applied_cap_mib_per_s(cap) * MIB
+        env.record.max_bandwidth_mib_per_s = applied_cap_mib_per_s(cap)
+        env.record.max_bandwidth_bytes_per_s = applied_cap_mib_per_s(cap) * MIB
     if settings.multifd_channels:
         flags |= libvirt.VIR_MIGRATE_PARALLEL
         params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = settings.multifd_channels
@@ -404,7 +403,7 @@ def migrate(env: LibvirtLab, settings: MigrationSettings, deadline_s: float,
         params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = domain_xml(env.spec, env.dst_binary)
     if settings.avail_switchover_bandwidth_bytes_per_s == 0:  # auto starts from QEMU's estimate
         env.src.command("migrate-set-parameters", **{PARAM: 0})
-    env.record["parameters"] = env.src.command("query-migrate-parameters")
+    env.record.parameters = env.src.command("query-migrate-parameters")
 
     done = threading.Event()
     failure: list[str] = []
@@ -457,7 +456,7 @@ def migrate(env: LibvirtLab, settings: MigrationSettings, deadline_s: float,
         return Outcome(Status.FAILED, samples, error=f"libvirt: {failure[0]}",
                        ended_at=ended)
     job = env.dst.dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED) if env.dst.dom else {}
-    env.record["job"] = job
-    env.record["qemu_downtime_ms"] = qemu_final.get("downtime")
+    env.record.job = job
+    env.record.qemu_downtime_ms = qemu_final.get("downtime")
     return Outcome(Status.COMPLETED, samples, downtime_ms=job.get("downtime"),
                    total_time_ms=job.get("time_elapsed"), ended_at=ended)

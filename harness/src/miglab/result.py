@@ -93,6 +93,23 @@ class RampStep:
 
 
 @dataclass
+class LibvirtRecord:
+    """--via libvirt: the version and hosts, the cap libvirt applied (whole
+    MiB/s), QEMU's parameters at the start, the destination's completed job
+    statistics, and QEMU's own downtime beside libvirt's (the one judged)."""
+
+    libvirt_version: str
+    src_uri: str
+    dst_uri: str
+    migrate_address: str | None = None  # between two hosts given by URI
+    max_bandwidth_mib_per_s: int | None = None
+    max_bandwidth_bytes_per_s: int | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)  # query-migrate-parameters
+    job: dict[str, Any] = field(default_factory=dict)  # virDomainGetJobStats, completed
+    qemu_downtime_ms: int | None = None
+
+
+@dataclass
 class Result:
     """Everything a run found; the verdict fields first."""
 
@@ -140,9 +157,7 @@ class Result:
     # how the lab drove QEMU (qmp or libvirt); a libvirt run's downtime_ms is
     # libvirt's own (source paused to destination resumed), its record in libvirt
     via: str = "qmp"
-    # --via libvirt: version, URIs, the cap applied (MiB/s), QEMU's parameters
-    # at the start, the destination's completed job statistics, QEMU's downtime
-    libvirt: dict[str, Any] = field(default_factory=dict)
+    libvirt: LibvirtRecord | None = None
     reasons: list[str] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
 
@@ -156,11 +171,14 @@ class Result:
         values["samples"] = [Sample(**s) for s in data.get("samples", [])]
         if values.get("cross_traffic"):
             values["cross_traffic"] = CrossTrafficRecord(**values["cross_traffic"])
+        if values.get("libvirt"):
+            values["libvirt"] = LibvirtRecord(**values["libvirt"])
         if values.get("downtime_ramp"):
             ramp = dict(values["downtime_ramp"])
             ramp["changes"] = [RampStep(**c) for c in ramp.get("changes", [])]
             values["downtime_ramp"] = RampRecord(**ramp)
-        return cls(**{k: v or None if k in ("cross_traffic", "downtime_ramp") else v
+        # written before the records were typed: {} for none
+        return cls(**{k: v or None if k in ("cross_traffic", "downtime_ramp", "libvirt") else v
                       for k, v in values.items()})
 
     def write_json(self, path: Path) -> None:

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from . import autotune, migration, phases, tcpdiag, units, verdict
 from .autotune import Autotuner, Sampler, read_samples
@@ -30,7 +29,7 @@ from .lab import MIGRATION_PORT, Lab, Progress, lab, trace_log
 from .link import DST_ADDR
 from .migration import PARAM, Outcome
 from .ramp import RampDriver
-from .result import CrossTrafficRecord, RampRecord, RampStep, Result, Sample
+from .result import CrossTrafficRecord, LibvirtRecord, RampRecord, RampStep, Result, Sample
 from .scenario import Scenario
 from .traffic import CrossTraffic, Delivered, FlowError
 from .verdict import GuestVerdict, Status
@@ -92,7 +91,7 @@ def _check_guests(s: Scenario, outcome: Outcome, src: VM, dst: VM) -> GuestVerdi
 def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
           tuner: Autotuner | None = None, cross: CrossTrafficRecord | None = None,
           ramped: RampDriver | None = None,
-          libvirt: dict[str, Any] | None = None) -> Result:
+          libvirt: LibvirtRecord | None = None) -> Result:
     """The Result of a migration that ran in @env: guests checked, reasons given.
 
     @tuner is the automatic mode's; @cross, cross_traffic_report()'s;
@@ -150,7 +149,7 @@ def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
         + (verdict.cross_traffic_reasons(cross) if cross else [])
         + (verdict.libvirt_reasons(s, libvirt) if libvirt is not None else [])
         + ([phases.describe(cut)] if cut else []),
-        via=s.via, libvirt=libvirt or {},
+        via=s.via, libvirt=libvirt,
         samples=outcome.samples)
 
 

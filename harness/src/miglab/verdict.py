@@ -26,14 +26,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .units import both_rates, human_bits
 
 if TYPE_CHECKING:
     from .guest import Blackout, CorruptPage, GuestReport
     from .migration import Outcome
-    from .result import CrossTrafficRecord, Result
+    from .result import CrossTrafficRecord, LibvirtRecord, Result
     from .scenario import Scenario, Switchover
 
 DOWNTIME_ALLOWANCE = 1.10
@@ -260,15 +260,15 @@ def run_reasons(s: Scenario, outcome: Outcome, link_bps: float | None,
     return reasons
 
 
-def libvirt_reasons(s: Scenario, record: dict[str, Any]) -> list[str]:
+def libvirt_reasons(s: Scenario, record: LibvirtRecord) -> list[str]:
     """What a run through libvirt adds: whose downtime is judged, the cap applied."""
-    out = [f"through libvirt {record.get('libvirt_version', '?')}: the downtime judged is"
+    out = [f"through libvirt {record.libvirt_version}: the downtime judged is"
            " libvirt's (source paused to destination resumed)"
-           + (f"; QEMU's own was {record['qemu_downtime_ms']} ms"
-              if record.get("qemu_downtime_ms") is not None else "")]
-    applied = record.get("max_bandwidth_bytes_per_s")
+           + (f"; QEMU's own was {record.qemu_downtime_ms} ms"
+              if record.qemu_downtime_ms is not None else "")]
+    applied = record.max_bandwidth_bytes_per_s
     if applied is not None and applied != s.max_bandwidth_bytes_per_s:
-        out.append(f"max-bandwidth applied {record['max_bandwidth_mib_per_s']} MiB/s"
+        out.append(f"max-bandwidth applied {record.max_bandwidth_mib_per_s} MiB/s"
                    f" ({both_rates(applied)}), not the scenario's"
                    f" {both_rates(s.max_bandwidth_bytes_per_s or 0)}: libvirt takes"
                    " whole MiB/s")
