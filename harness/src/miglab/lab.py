@@ -225,9 +225,7 @@ def lab(s: Scenario, logs: Path, progress: Progress | None = None,
     @src_extra_args and @dst_extra_args go to one side's QEMU only (say, a
     QMP server for a tool, or a gdbstub)."""
     progress = progress or Progress.silent()
-    binary = artifacts.qemu_binary(s.qemu)
-    dst_binary = artifacts.qemu_binary(s.dst_qemu or s.qemu)
-    label = qemu_label(s)
+    binary, dst_binary, label = builds(s)
     logs.mkdir(parents=True, exist_ok=True)
     with checked_link(s, progress, on_link_measured) as (link, check):
         with _booted_source(s, binary, link, logs, progress,
@@ -240,6 +238,13 @@ def lab(s: Scenario, logs: Path, progress: Progress | None = None,
                 yield env
             finally:
                 env.dst.shutdown()
+
+
+def builds(s: Scenario) -> tuple[Path, Path, str]:
+    """The source's and the destination's QEMU binaries, and their label
+    (qemu_label), found before anything is made."""
+    return (artifacts.qemu_binary(s.qemu), artifacts.qemu_binary(s.dst_qemu or s.qemu),
+            qemu_label(s))
 
 
 def qemu_label(s: Scenario) -> str:

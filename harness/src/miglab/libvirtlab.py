@@ -49,10 +49,10 @@ from .lab import (
     Progress,
     RunError,
     accel_trials,
+    builds,
     checked_link,
     give_up,
     machine_type,
-    qemu_label,
     reached_workload,
 )
 from .libvirtdomain import MIB, DomainSpec, applied_cap_mib_per_s, domain_xml, migration_globals
@@ -246,9 +246,7 @@ def lab(s: Scenario, logs: Path, progress: Progress | None = None,
         on_link_measured: Callable[[float], None] | None = None) -> Iterator[LibvirtLab]:
     """The link, checked; a libvirtd on each side; the source domain at work."""
     progress = progress or Progress.silent()
-    binary = artifacts.qemu_binary(s.qemu)
-    dst_binary = artifacts.qemu_binary(s.dst_qemu or s.qemu)
-    label = qemu_label(s)
+    binary, dst_binary, label = builds(s)
     logs.mkdir(parents=True, exist_ok=True)
     with checked_link(s, progress, on_link_measured) as (link, check):
         progress.stage("starting a libvirtd on each host")
@@ -319,9 +317,7 @@ def remote_lab(s: Scenario, logs: Path,
     guest's files are uploaded to each, the domain (a UUID made for the run,
     recorded on both hosts before it exists) started on the source."""
     progress = progress or Progress.silent()
-    binary = artifacts.qemu_binary(s.qemu)
-    dst_binary = artifacts.qemu_binary(s.dst_qemu or s.qemu)
-    label = qemu_label(s)
+    binary, dst_binary, label = builds(s)
     logs.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(6)
     dom_uuid = str(uuid_module.uuid4())

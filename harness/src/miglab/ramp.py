@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .result import Sample
+from .result import RampStep, Sample
 
 INITIAL_MS = 150
 STEPS = 7
@@ -54,19 +54,12 @@ class DowntimeRamp:
 
 
 @dataclass
-class RampChange:
-    t_s: float  # since the migration started
-    iteration: int  # QEMU's dirty-sync-count when it was made
-    limit_ms: int
-
-
-@dataclass
 class RampDriver:
     """Decides, sample by sample, when the ramp raises the limit."""
 
     ramp: DowntimeRamp
     step: int = 0
-    changes: list[RampChange] = field(default_factory=list)
+    changes: list[RampStep] = field(default_factory=list)
 
     @property
     def limit_ms(self) -> int:
@@ -82,7 +75,7 @@ class RampDriver:
         if self.changes and sample.t_s - self.changes[-1].t_s < self.ramp.cooldown_s:
             return None
         self.step += 1
-        self.changes.append(RampChange(round(sample.t_s, 3), sample.dirty_sync_count,
+        self.changes.append(RampStep(round(sample.t_s, 3), sample.dirty_sync_count,
                                        self.limit_ms))
         return self.limit_ms
 

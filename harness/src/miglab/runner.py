@@ -29,7 +29,7 @@ from .lab import MIGRATION_PORT, Lab, Progress, lab, trace_log
 from .link import DST_ADDR
 from .migration import PARAM, Outcome
 from .ramp import RampDriver
-from .result import CrossTrafficRecord, LibvirtRecord, RampRecord, RampStep, Result, Sample
+from .result import CrossTrafficRecord, LibvirtRecord, RampRecord, Result, Sample
 from .scenario import Scenario
 from .traffic import CrossTraffic, Delivered, FlowError
 from .verdict import GuestVerdict, Status
@@ -163,8 +163,7 @@ def _pause_phases(env: Lab, seen: Blackout) -> list[phases.Phase]:
 
 def _ramp_record(ramped: RampDriver, outcome: Outcome) -> RampRecord:
     """The ramp as it ran: its settings, every change, the limit at the end."""
-    return RampRecord(ramped.ramp.initial_ms,
-                      [RampStep(c.t_s, c.iteration, c.limit_ms) for c in ramped.changes],
+    return RampRecord(ramped.ramp.initial_ms, list(ramped.changes),
                       ramped.limit_ms if outcome.status == Status.COMPLETED else None,
                       ramped.ramp.to_dict())
 
