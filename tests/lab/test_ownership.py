@@ -56,6 +56,15 @@ def record_of(pid: int) -> ownership.Record:
     return ownership.Record.load(found[0])
 
 
+def entries_left(pid: int) -> list[ownership.Entry]:
+    """What the run's record still names (nothing once it removed its record)."""
+    found = list(ownership.STATE_DIR.glob(f"run-{pid}-*.json"))
+    try:  # written atomically (ownership._write_private)
+        return ownership.Record.load(found[0]).entries if found else []
+    except ownership.OwnershipError:  # removed between the glob and the read
+        return []
+
+
 def qemus(record: ownership.Record) -> list[ownership.ProcessId]:
     return [ownership.ProcessId(int(e.name), e.start_ticks or 0) for e in record.entries
             if e.kind == "process" and e.program == "qemu"]
@@ -121,12 +130,11 @@ def test_second_ctrl_c_during_teardown_leaves_nothing(tmp_path: Path) -> None:
     wait_until_migrating(proc)
     record = record_of(proc.pid)
     made = len(record.entries)
-    ours = {e.name for e in record.entries if e.kind == "namespace"}
     proc.send_signal(signal.SIGINT)
-    # inside the teardown: the first thing it made is released, the link is not yet
-    wait_for(lambda: len(record_of(proc.pid).entries) < made, 30,
-             "the teardown to release what it made first", interval_s=0.005)
-    assert ours <= miglab_namespaces(), "the teardown had already removed the link"
+    # inside the teardown: something it made is released (how far it got by
+    # the second Ctrl-C varies: it must leave nothing wherever it is)
+    wait_for(lambda: len(entries_left(proc.pid)) < made, 30,
+             "the teardown to release something it made", interval_s=0.005)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
