@@ -284,17 +284,15 @@ class FakeDiag:
         info = tcpdiag.TcpInfo(int(rate_bps / 8), False, 1000, 0, len(self.sockets) + 1, 0, 0)
         self.sockets.append(tcpdiag.TcpSocket(local, peer, state, len(self.sockets) + 1, info))
 
-    def tcp(self, states: tuple[int, ...] = (tcpdiag.TCP_ESTABLISHED,)
-            ) -> list[tcpdiag.TcpSocket]:
-        return [s for s in self.sockets if s.state in states]
+    def tcp(self, states: tuple[int, ...] = (tcpdiag.TCP_ESTABLISHED,),
+            pid: int | None = None) -> list[tcpdiag.TcpSocket]:
+        return [s for s in self.sockets if s.state in states]  # every one QEMU's
 
 
-def test_without_a_port_only_connections_qemu_opened_after_the_migration_count(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_a_port_only_connections_qemu_opened_after_the_migration_count() -> None:
     # QEMU listens on 5900 (VNC) and has an NBD client connection open before
     # the migration; then the migration opens its own, and a VNC viewer connects.
     diag = FakeDiag()
-    monkeypatch.setattr(tcpdiag, "socket_inodes", lambda pid: {s.inode for s in diag.sockets})
     diag.add("198.18.0.1:5900->0.0.0.0:0", 0, tcpdiag.TCP_LISTEN)
     diag.add("198.18.0.1:40000->198.18.0.2:10809", 5e9)  # NBD
     selector = autotune.MigrationConnections(diag, 1234)  # type: ignore[arg-type]
@@ -305,9 +303,7 @@ def test_without_a_port_only_connections_qemu_opened_after_the_migration_count(
     assert set(selector.read(1.0)) == {"198.18.0.1:41000->198.18.0.2:4444"}
 
 
-def test_without_a_port_a_migration_already_running_is_refused(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tcpdiag, "socket_inodes", lambda pid: set())
+def test_without_a_port_a_migration_already_running_is_refused() -> None:
     selector = autotune.MigrationConnections(FakeDiag(), 1234)  # type: ignore[arg-type]
     with pytest.raises(autotune.AlreadyMigrating, match="give --port"):
         selector.query(lambda name: {"status": "active"})

@@ -346,11 +346,9 @@ def read_samples(diag: tcpdiag.DiagSocket, t_s: float, port: int | None = None,
     """The samples of the established connections to @port, or of process
     @pid, or both, keyed by "local->peer"; a connection without a delivery
     rate yet has none."""
-    owned = tcpdiag.socket_inodes(pid) if pid is not None else None
-    return {_key(sock): sample_of(sock.info, t_s) for sock in diag.tcp()
+    return {_key(sock): sample_of(sock.info, t_s) for sock in diag.tcp(pid=pid)
             if sock.info and sock.info.delivery_rate_bytes_per_s
-            and (port is None or sock.peer_port == port)
-            and (owned is None or sock.inode in owned)}
+            and (port is None or sock.peer_port == port)}
 
 
 def find_qmp_owner(socket_path: str, netns: str | None = None) -> int | None:
@@ -387,15 +385,12 @@ class MigrationConnections:
         self.listening: set[int] = set()
 
     def _listening_ports(self) -> set[int]:
-        owned = tcpdiag.socket_inodes(self.pid)
-        return {sock.local_port for sock in self.diag.tcp((tcpdiag.TCP_LISTEN,))
-                if sock.inode in owned}
+        return {sock.local_port for sock in self.diag.tcp((tcpdiag.TCP_LISTEN,), self.pid)}
 
     def query(self, command: Callable[..., Any]) -> dict[str, Any]:
         """query-migrate through @command, learning the connections that predate it."""
         listening = self._listening_ports()
-        owned = tcpdiag.socket_inodes(self.pid)
-        existing = {_key(sock) for sock in self.diag.tcp() if sock.inode in owned}
+        existing = {_key(sock) for sock in self.diag.tcp(pid=self.pid)}
         info = command("query-migrate")
         if info.get("status", "none") not in migration.ACTIVE_STATES:
             self.before, self.listening = existing, listening

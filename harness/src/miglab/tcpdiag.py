@@ -174,9 +174,12 @@ class DiagSocket:
                     raise OSError(errno, f"sock_diag: {os.strerror(errno)}")
                 yield payload
 
-    def tcp(self, states: tuple[int, ...] = (TCP_ESTABLISHED,)) -> list[TcpSocket]:
-        """The TCP sockets (IPv4 and IPv6) in @states, with their tcp_info."""
+    def tcp(self, states: tuple[int, ...] = (TCP_ESTABLISHED,),
+            pid: int | None = None) -> list[TcpSocket]:
+        """The TCP sockets (IPv4 and IPv6) in @states, with their tcp_info;
+        only those process @pid holds, if given."""
         mask = sum(1 << state for state in states)
+        owned = socket_inodes(pid) if pid is not None else None
         out = []
         for family in (socket.AF_INET, socket.AF_INET6):
             request = _INET_REQ.pack(family, socket.IPPROTO_TCP, 1 << (INET_DIAG_INFO - 1),
@@ -184,6 +187,8 @@ class DiagSocket:
             for payload in self._dump(request):
                 (fam, state, _, _, sport, dport, src, dst,
                  _, _, _, _, inode) = _INET_MSG.unpack_from(payload)
+                if owned is not None and inode not in owned:
+                    continue
                 info = next((TcpInfo.unpack(value) for kind, value
                              in _attributes(payload, _INET_MSG.size)
                              if kind == INET_DIAG_INFO), None)
