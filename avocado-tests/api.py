@@ -30,7 +30,8 @@ class SwitchoverBandwidthInterface(LabTest):
         self.binary = artifacts.qemu_binary(self.build)
 
     def _vm(self, *extra: str) -> VM:
-        return VM(VMConfig(self.binary, extra_args=list(extra)), self.build, self.logs)
+        return VM(VMConfig(self.binary, extra_args=list(extra)), self.build, self.logs,
+                  record=self.run_record)
 
     def test_qmp_set_and_query(self) -> None:
         """:avocado: tags=api,fast"""
@@ -81,7 +82,7 @@ class SwitchoverBandwidthInterface(LabTest):
         """:avocado: tags=api"""
         s = self.scenario("capped-precopy", **{"qemu": self.build, "hot-set": "12M",
                                                "accel": "tcg"})
-        with lab(s, self.logs) as env:
+        with lab(s, self.logs, self.run_record) as env:
             migration.configure(env.src, env.dst, s.migration())
             started = migration.start(env.src, env.dst, env.uri)
             # mid-migration: its bulk pass done, iterating on the cap's estimate

@@ -21,7 +21,7 @@ import math
 
 from labtest import LabTest
 
-from miglab import units
+from miglab import artifacts, preflight, units
 from miglab.result import Result
 from miglab.verdict import Integrity, Status, within_limit
 
@@ -123,6 +123,23 @@ class CappedPrecopy(LabTest):
     def assert_converged(self, result: Result, limit_ms: int) -> None:
         self.assert_completed(result)
         self.assertTrue(within_limit(result.downtime_ms, limit_ms), result.reasons)
+        self.assert_phases(result)
+
+    def assert_phases(self, result: Result) -> None:
+        """The pause cut at QEMU's downtime checkpoints where both QEMUs trace
+        them (upstream's builds, run through QMP or through libvirt), the
+        phases adding up to the pause (each rounded to 0.1 ms); not cut where
+        either does not (7.2)."""
+        sides = {result.scenario["qemu"], result.scenario["dst_qemu"] or result.scenario["qemu"]}
+        traced = all(preflight.has_parameter(artifacts.qemu_binary(q), preflight.CHECKPOINTS)
+                     for q in sides)
+        if not traced:
+            self.assertEqual(result.pause_phases, [])
+            return
+        self.assertTrue(result.pause_phases, result.reasons)
+        assert result.observed_blackout_ms is not None
+        self.assertAlmostEqual(sum(p["ms"] for p in result.pause_phases),
+                               result.observed_blackout_ms, delta=1.0)
 
 
 # The most of a fair share F that a connection starting into the bulk flows

@@ -45,7 +45,7 @@ class MidMigrationFault(LabTest):
         self.assertEqual(result.integrity, Integrity.OK, result.reasons)
 
     def test_link_cut_fails_the_migration_and_a_retry_completes(self) -> None:
-        with lab(self.s, self.logs) as env:
+        with lab(self.s, self.logs, self.run_record) as env:
             started = self._start(env)
             env.link.set_up(False)
             outcome = self.watch(env, started, deadline_s=90)
@@ -63,7 +63,7 @@ class MidMigrationFault(LabTest):
             self.assert_completed(result)
 
     def test_destination_killed_source_keeps_running(self) -> None:
-        with lab(self.s, self.logs) as env:
+        with lab(self.s, self.logs, self.run_record) as env:
             started = self._start(env)
             env.dst.kill()
             outcome = self.watch(env, started, deadline_s=60)
@@ -72,7 +72,7 @@ class MidMigrationFault(LabTest):
             self._assert_source_intact(result)
 
     def test_cancel_resumes_the_source(self) -> None:
-        with lab(self.s, self.logs) as env:
+        with lab(self.s, self.logs, self.run_record) as env:
             started = self._start(env)
             self.assertEqual(migration.cancel(env.src), "cancelled")
             outcome = self.watch(env, started, deadline_s=1)
@@ -81,7 +81,7 @@ class MidMigrationFault(LabTest):
             self._assert_source_intact(result)
 
     def test_destination_not_listening_fails_at_once(self) -> None:
-        with lab(self.s, self.logs) as env:
+        with lab(self.s, self.logs, self.run_record) as env:
             migration.configure(env.src, env.dst, self.s.migration())
             started = time.monotonic()
             try:

@@ -32,6 +32,7 @@ class LabTest(Test):
         self._lock = contextlib.ExitStack()
         self._lock.enter_context(ownership.lab_lock())
         self._before = leftovers.snapshot()
+        self.run_record = ownership.current()  # what the test makes is recorded here
         for choice in ("stock", "patched"):
             artifacts.qemu_binary(choice)  # a missing build is an error, not a skip
         self.logs = Path(self.outputdir)
@@ -55,7 +56,7 @@ class LabTest(Test):
         return result
 
     def run_scenario(self, s: scenario.Scenario) -> Result:
-        return self.record(runner.run(s, self.logs))
+        return self.record(runner.run(s, self.logs, self.run_record))
 
     def assert_completed(self, result: Result) -> None:
         """The migration completed, the destination runs, every page verified."""

@@ -30,7 +30,7 @@ class LibvirtDaemonKilled(LabTest):
         s = self.scenario("capped-precopy", **{"qemu": "patched", "via": "libvirt",
                                                "hot-set": "12M", "switchover-bandwidth": "125M",
                                                "accel": "tcg"})
-        with libvirtlab.lab(s, self.logs) as env:
+        with libvirtlab.lab(s, self.logs, self.run_record) as env:
             killed_at: list[float] = []
 
             def kill_once(sample: Sample) -> None:

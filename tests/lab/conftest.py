@@ -7,10 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from miglab import leftovers
+from miglab import leftovers, ownership
+from miglab.ownership import Record
 
 # the shipped capped scenario, which the lab tests run with a few keys changed
 CAPPED_YAML = Path(__file__).resolve().parents[2] / "scenarios" / "capped-precopy.yaml"
+
+
+@pytest.fixture(scope="session")
+def run_record() -> Record:
+    """This test process's ownership record, handed to all it makes."""
+    return ownership.current()
 
 
 @pytest.fixture(autouse=True)

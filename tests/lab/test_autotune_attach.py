@@ -7,13 +7,14 @@ from pathlib import Path
 
 from miglab import migration, scenario
 from miglab.lab import lab
+from miglab.ownership import Record
 
 
 def test_autotune_attached_to_the_source_makes_a_capped_migration_converge(
-        tmp_path: Path) -> None:
+        tmp_path: Path, run_record: Record) -> None:
     s = scenario.parse({"qemu": "patched", "hot-set": "12M", "accel": "tcg"})
     qmp = tmp_path / "tune.sock"
-    with lab(s, tmp_path, src_extra_args=["-qmp", f"unix:{qmp},server=on,wait=off"]
+    with lab(s, tmp_path, run_record, src_extra_args=["-qmp", f"unix:{qmp},server=on,wait=off"]
                     ) as env:
         tune = subprocess.Popen([sys.executable, "-m", "miglab.cli", "autotune", "--qmp", str(qmp),
                                  "--netns", env.link.src_ns, "--wait", "30"],

@@ -17,17 +17,18 @@ from pathlib import Path
 from miglab import gdbstub, migration, runner, scenario
 from miglab.guest import HEARTBEAT, READY, parse_ready, wait_for_checked_pass
 from miglab.lab import lab
+from miglab.ownership import Record
 from miglab.verdict import Integrity, Status
 
 PAGE = b"\xa5" * 4096
 
 
 def test_a_page_corrupted_on_the_destination_is_reported_with_its_address(
-        tmp_path: Path) -> None:
+        tmp_path: Path, run_record: Record) -> None:
     s = scenario.parse({"qemu": "patched", "hot-set": "12M", "switchover-bandwidth": "125M",
                         "accel": "tcg", "timeout": "60"})
     gdb = tmp_path / "dst-gdb.sock"
-    with lab(s, tmp_path, dst_extra_args=["-gdb", f"unix:{gdb},server=on,wait=off"]
+    with lab(s, tmp_path, run_record, dst_extra_args=["-gdb", f"unix:{gdb},server=on,wait=off"]
                     ) as env:
         assert env.src.console
         started = env.src.console.wait_for(READY, 0)

@@ -16,6 +16,7 @@ from conftest import CAPPED_YAML
 
 from miglab.libvirthost import LibvirtHost
 from miglab.link import DST_ADDR, SRC_ADDR, Link, LinkConfig
+from miglab.ownership import Record
 
 MIGLAB = [sys.executable, "-m", "miglab.cli"]
 
@@ -35,15 +36,17 @@ def ssh_access(tmp_path: Path) -> tuple[Path, Path]:
     return authorized, command
 
 
-def test_a_scenario_between_two_hosts_given_by_uri(tmp_path: Path) -> None:
+def test_a_scenario_between_two_hosts_given_by_uri(tmp_path: Path, run_record: Record) -> None:
     authorized, command = ssh_access(tmp_path)
 
     def uri(address: str) -> str:
         return f"qemu+ssh://root@{address}/system?command={command}&no_tty=1"
     out = tmp_path / "result.json"
-    with Link(LinkConfig(1_000_000_000)) as link, \
-            LibvirtHost("src", link.src_ns, SRC_ADDR, tmp_path / "hosts") as src, \
-            LibvirtHost("dst", link.dst_ns, DST_ADDR, tmp_path / "hosts") as dst:
+    with Link(LinkConfig(1_000_000_000), record=run_record) as link, \
+            LibvirtHost("src", link.src_ns, SRC_ADDR, tmp_path / "hosts",
+                        record=run_record) as src, \
+            LibvirtHost("dst", link.dst_ns, DST_ADDR, tmp_path / "hosts",
+                        record=run_record) as dst:
         src.start_sshd(authorized)
         dst.start_sshd(authorized)
         proc = subprocess.run(

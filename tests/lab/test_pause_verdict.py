@@ -26,6 +26,7 @@ import pytest
 
 from miglab import migration, runner, scenario, verdict
 from miglab.lab import lab
+from miglab.ownership import Record
 from miglab.report import summary
 from miglab.verdict import Integrity, Status
 
@@ -35,10 +36,11 @@ HOLD_MS = 1200  # twice the limit: above it whatever the error bound (tens of ms
 
 @pytest.mark.parametrize("hold", [True, False], ids=["held", "control"])
 def test_a_pause_longer_than_the_limit_outside_qemus_downtime(tmp_path: Path,
-                                                              hold: bool) -> None:
+                                                              hold: bool,
+                                                              run_record: Record) -> None:
     s = scenario.parse({"qemu": "patched", "hot-set": "12M", "switchover-bandwidth": "125M",
                         "downtime-limit": str(LIMIT_MS), "accel": "tcg", "timeout": "60"})
-    with lab(s, tmp_path, dst_extra_args=["-S"] if hold else []) as env:
+    with lab(s, tmp_path, run_record, dst_extra_args=["-S"] if hold else []) as env:
         outcome = migration.run(env.src, env.dst, s.migration(), env.uri, s.timeout_s)
         assert outcome.status == Status.COMPLETED, outcome.error
         if hold:

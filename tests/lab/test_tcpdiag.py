@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from miglab import autotune, ownership, tcpdiag
 from miglab.link import DST_ADDR, Link, LinkConfig
+from miglab.ownership import Record
 
 T = TypeVar("T")
 PORT = 5299
@@ -36,8 +37,8 @@ def listener() -> socket.socket:
     return sock
 
 
-def test_a_connection_over_the_link_reads_as_getsockopt_describes_it() -> None:
-    with Link(LinkConfig(200_000_000)) as link:
+def test_a_connection_over_the_link_reads_as_getsockopt_describes_it(run_record: Record) -> None:
+    with Link(LinkConfig(200_000_000), record=run_record) as link:
         server = in_netns(link.dst_ns, listener)
         client = in_netns(link.src_ns, lambda: socket.create_connection((DST_ADDR, PORT)))
         peer, _ = server.accept()

@@ -6,9 +6,21 @@ from pathlib import Path
 
 import pytest
 
-from miglab import artifacts
-from miglab.guest import READY, Workload, kernel_command_line
+from miglab import artifacts, lab, ownership
+from miglab.guest import READY, Workload
+from miglab.ownership import Record
+from miglab.scenario import Scenario
 from miglab.vm import VM, VMConfig
+
+# the lab's guest (q35, 512 MiB, one vCPU), under TCG: these tests are
+# about QEMU, and need the same guest on every host
+GUEST = Scenario(accel="tcg")
+
+
+@pytest.fixture(scope="session")
+def run_record() -> Record:
+    """This test process's ownership record, handed to all it makes."""
+    return ownership.current()
 
 
 @pytest.fixture(scope="session")
@@ -22,30 +34,31 @@ def stock_bin() -> Path:
 
 
 @pytest.fixture(params=["patched", artifacts.UPSTREAM])
-def with_param(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VM]:
+def with_param(request: pytest.FixtureRequest, tmp_path: Path,
+               run_record: Record) -> Iterator[VM]:
     """Our patched 7.2 and upstream's QEMU 10.0, without a guest: the interface
     must be the same on both, so every test that takes this runs on each."""
     binary = artifacts.qemu_binary(request.param)
-    with VM(VMConfig.for_binary(binary), request.param, tmp_path) as vm:
+    with VM(VMConfig.for_binary(binary), request.param, tmp_path, record=run_record) as vm:
         yield vm
 
 
 @pytest.fixture
-def patched(patched_bin: Path, tmp_path: Path) -> Iterator[VM]:
-    with VM(VMConfig(patched_bin), "patched", tmp_path) as vm:
+def patched(patched_bin: Path, tmp_path: Path, run_record: Record) -> Iterator[VM]:
+    with VM(VMConfig(patched_bin), "patched", tmp_path, record=run_record) as vm:
         yield vm
 
 
 @pytest.fixture
-def stock(stock_bin: Path, tmp_path: Path) -> Iterator[VM]:
-    with VM(VMConfig(stock_bin), "stock", tmp_path) as vm:
+def stock(stock_bin: Path, tmp_path: Path, run_record: Record) -> Iterator[VM]:
+    with VM(VMConfig(stock_bin), "stock", tmp_path, record=run_record) as vm:
         yield vm
 
 
-def guest_config(binary: Path, workload: Workload, incoming: bool = False) -> VMConfig:
-    return VMConfig(binary, memory_mib=512, kernel=artifacts.kernel(),
-                    initramfs=artifacts.initramfs(),
-                    kernel_append=kernel_command_line(workload), incoming=incoming)
+def guest_config(binary: Path, workload: Workload, logs: Path, name: str,
+                 incoming: bool = False) -> VMConfig:
+    """The lab's guest QEMU (lab.guest_config) running @workload."""
+    return lab.guest_config(GUEST, binary, GUEST.accel, incoming, None, logs, name, workload)
 
 
 def wait_ready(vm: VM, timeout: float = 90.0) -> None:
@@ -63,9 +76,12 @@ class GuestPair:
     links are tested elsewhere).
     """
 
-    def __init__(self, binary: Path, workdir: Path, workload: Workload) -> None:
-        self.src = VM(guest_config(binary, workload), "src", workdir)
-        self.dst = VM(guest_config(binary, workload, incoming=True), "dst", workdir)
+    def __init__(self, binary: Path, workdir: Path, workload: Workload,
+                 record: Record) -> None:
+        self.src = VM(guest_config(binary, workload, workdir, "src"), "src", workdir,
+                      record=record)
+        self.dst = VM(guest_config(binary, workload, workdir, "dst", incoming=True), "dst",
+                      workdir, record=record)
         self.uri = f"unix:{workdir / 'migration.sock'}"
 
     def __enter__(self) -> GuestPair:

@@ -43,6 +43,7 @@ from miglab.guest import (
     read_console,
     thread_shares,
 )
+from miglab.ownership import Record
 from miglab.vm import VM
 
 log = logging.getLogger(__name__)
@@ -94,16 +95,16 @@ def _inject(console: Console, gdb_socket: Path, paddr: int, data: bytes,
 
 @pytest.fixture(scope="module", params=[1, 2], ids=["1vcpu", "2vcpus"])
 def scenario(patched_bin: Path, tmp_path_factory: pytest.TempPathFactory,
-             request: pytest.FixtureRequest) -> Iterator[Scenario]:
+             request: pytest.FixtureRequest, run_record: Record) -> Iterator[Scenario]:
     vcpus = request.param
     workload = replace(WORKLOAD, threads=vcpus)
     workdir = tmp_path_factory.mktemp("integrity")
     gdb_socket = workdir / "gdb.sock"
-    config = guest_config(patched_bin, workload)
+    config = guest_config(patched_bin, workload, workdir, "guest")
     config.vcpus = vcpus
     # QEMU 7.2 parses -gdb as a chardev, so the legacy "unix:" spelling works.
     config.extra_args = ["-gdb", f"unix:{gdb_socket},server=on,wait=off"]
-    with VM(config, "guest", workdir) as vm:
+    with VM(config, "guest", workdir, record=run_record) as vm:
         console = vm.console
         assert console
         wait_ready(vm)
@@ -197,10 +198,10 @@ RACE_S = 15.0
 
 
 def test_the_sweep_raises_no_false_alarm_on_pages_another_vcpu_rewrites(
-        patched_bin: Path, tmp_path: Path) -> None:
-    config = guest_config(patched_bin, RACE_WORKLOAD)
+        patched_bin: Path, tmp_path: Path, run_record: Record) -> None:
+    config = guest_config(patched_bin, RACE_WORKLOAD, tmp_path, "race")
     config.vcpus = 2
-    with VM(config, "race", tmp_path) as vm:
+    with VM(config, "race", tmp_path, record=run_record) as vm:
         assert vm.console
         wait_ready(vm)
         ready = vm.console.wait_for(READY, 0.0)

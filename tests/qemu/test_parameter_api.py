@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from miglab import artifacts
+from miglab.ownership import Record
 from miglab.vm import VM, ExecuteError, VMConfig, VMError
 
 PARAM = "avail-switchover-bandwidth"
@@ -76,10 +77,10 @@ def test_hmp_refuses_bad_size_and_changes_nothing(with_param: VM) -> None:
 
 
 @pytest.mark.parametrize("build", ["patched", artifacts.UPSTREAM])
-def test_global_sets_the_default(build: str, tmp_path: Path) -> None:
+def test_global_sets_the_default(build: str, tmp_path: Path, run_record: Record) -> None:
     config = VMConfig.for_binary(artifacts.qemu_binary(build),
                                  extra_args=["-global", f"migration.{PARAM}=125000000"])
-    with VM(config, "global", tmp_path) as vm:
+    with VM(config, "global", tmp_path, record=run_record) as vm:
         assert params(vm)[PARAM] == 125_000_000
         assert f"{PARAM}: 125000000 bytes/second" in vm.hmp("info migrate_parameters")
 
@@ -105,8 +106,9 @@ def test_stock_refuses_the_parameter_in_hmp(stock: VM) -> None:
     assert PARAM not in params(stock)
 
 
-def test_stock_refuses_the_global(stock_bin: Path, tmp_path: Path) -> None:
+def test_stock_refuses_the_global(stock_bin: Path, tmp_path: Path,
+                                  run_record: Record) -> None:
     config = VMConfig(stock_bin, extra_args=["-global", f"migration.{PARAM}=1"])
     with pytest.raises(VMError) as err:
-        VM(config, "stock-global", tmp_path).launch(timeout=10)
+        VM(config, "stock-global", tmp_path, record=run_record).launch(timeout=10)
     assert PARAM in str(err.value)

@@ -17,6 +17,7 @@ from conftest import GuestPair
 from miglab import migration, scenario, verdict
 from miglab.deadline import wait_for
 from miglab.guest import read_console, wait_for_checked_pass
+from miglab.ownership import Record
 from miglab.result import Sample
 from miglab.verdict import Integrity, Status, within_limit
 from miglab.vm import VM
@@ -52,8 +53,9 @@ def settled_sample(src: VM, started: float, set_at_s: float) -> Sample:
                     5, "a settled sample", interval_s=0.05)
 
 
-def test_stock_capped_precopy_keeps_iterating(stock_bin: Path, tmp_path: Path) -> None:
-    with GuestPair(stock_bin, tmp_path, WORKLOAD) as pair:
+def test_stock_capped_precopy_keeps_iterating(stock_bin: Path, tmp_path: Path,
+                                            run_record: Record) -> None:
+    with GuestPair(stock_bin, tmp_path, WORKLOAD, run_record) as pair:
         migration.configure(pair.src, pair.dst, CAPPED)
         started = migration.start(pair.src, pair.dst, pair.uri)
         wait_for_dirty_sync(pair.src, started)
@@ -67,8 +69,8 @@ def test_stock_capped_precopy_keeps_iterating(stock_bin: Path, tmp_path: Path) -
 
 
 def test_declared_bandwidth_replaces_the_estimate_in_expected_downtime(
-        patched_bin: Path, tmp_path: Path) -> None:
-    with GuestPair(patched_bin, tmp_path, WORKLOAD) as pair:
+        patched_bin: Path, tmp_path: Path, run_record: Record) -> None:
+    with GuestPair(patched_bin, tmp_path, WORKLOAD, run_record) as pair:
         migration.configure(pair.src, pair.dst, CAPPED)
         started = migration.start(pair.src, pair.dst, pair.uri)
         before = wait_for_dirty_sync(pair.src, started)
@@ -89,8 +91,8 @@ def test_declared_bandwidth_replaces_the_estimate_in_expected_downtime(
 
 
 def test_declared_link_rate_set_during_migration_makes_it_converge(
-        patched_bin: Path, tmp_path: Path) -> None:
-    with GuestPair(patched_bin, tmp_path, WORKLOAD) as pair:
+        patched_bin: Path, tmp_path: Path, run_record: Record) -> None:
+    with GuestPair(patched_bin, tmp_path, WORKLOAD, run_record) as pair:
         migration.configure(pair.src, pair.dst, CAPPED)
         started = migration.start(pair.src, pair.dst, pair.uri)
         wait_for_dirty_sync(pair.src, started)
@@ -109,9 +111,10 @@ def test_declared_link_rate_set_during_migration_makes_it_converge(
             == Integrity.OK, report
 
 
-def test_negative_one_switches_over_at_once(patched_bin: Path, tmp_path: Path) -> None:
+def test_negative_one_switches_over_at_once(patched_bin: Path, tmp_path: Path,
+                                            run_record: Record) -> None:
     # -1 wraps to 2^64-1 bytes/s (as upstream): the threshold saturates.
-    with GuestPair(patched_bin, tmp_path, WORKLOAD) as pair:
+    with GuestPair(patched_bin, tmp_path, WORKLOAD, run_record) as pair:
         settings = dataclasses.replace(CAPPED, avail_switchover_bandwidth_bytes_per_s=-1)
         outcome = migration.run(pair.src, pair.dst, settings, pair.uri, deadline_s=60)
         assert outcome.status == "completed", outcome.samples[-1]

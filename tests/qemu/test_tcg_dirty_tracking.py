@@ -41,7 +41,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
-import math
 import subprocess
 import sys
 import tempfile
@@ -53,11 +52,12 @@ from pathlib import Path
 import pytest
 from conftest import GuestPair
 
-from miglab import artifacts, migration, verdict
+from miglab import artifacts, migration, odds, ownership, verdict
 from miglab.console import Console
 from miglab.deadline import DeadlineExceeded, wait_for
 from miglab.guest import Workload, read_console, wait_for_checked_pass
 from miglab.migration import MigrationSettings
+from miglab.ownership import Record
 from miglab.result import Sample
 from miglab.verdict import Integrity, Status
 
@@ -103,14 +103,9 @@ def recorded_runs(build: str) -> list[dict]:
 
 
 def attempts_for(runs: list[dict]) -> int:
-    """Fewest stock runs whose chance of all missing is under MISS_BUDGET, at
-    the 95% upper bound of the per-run miss rate the record allows."""
+    """Fewest stock runs whose chance of all missing is under MISS_BUDGET (odds.py)."""
     misses = sum(1 for r in runs if r["evidence"] is None)
-    if misses or len(runs) < 30:
-        raise AssertionError(f"{RECORD.name}: {len(runs)} stock runs, {misses} missed:"
-                             " the retry count needs 30 or more, none missed")
-    miss_rate = 1 - 0.05 ** (1 / len(runs))
-    return math.ceil(math.log(MISS_BUDGET) / math.log(miss_rate))
+    return odds.attempts(len(runs), misses, MISS_BUDGET, f"{RECORD.name}, stock")
 
 
 def attempts() -> int:
@@ -128,9 +123,9 @@ def wait_for_verdict(console: Console, after: float) -> None:
                  WORKLOAD.verify_deadline_s, "a verification pass, or a dying kernel", 0.25)
 
 
-def migrate_and_watch_destination(build: str, workdir: Path) -> Destination:
+def migrate_and_watch_destination(build: str, workdir: Path, record: Record) -> Destination:
     workdir.mkdir(parents=True, exist_ok=True)
-    with GuestPair(artifacts.qemu_binary(build), workdir, WORKLOAD) as pair:
+    with GuestPair(artifacts.qemu_binary(build), workdir, WORKLOAD, record) as pair:
         converging = False
 
         def converge_after_forced_syncs(sample: Sample) -> None:
@@ -153,18 +148,20 @@ def migrate_and_watch_destination(build: str, workdir: Path) -> Destination:
                            verdict.integrity(report, alive))
 
 
-def test_patched_destination_guest_survives_with_memory_verified(tmp_path: Path) -> None:
+def test_patched_destination_guest_survives_with_memory_verified(tmp_path: Path,
+                                                                 run_record: Record) -> None:
     runs = attempts()
     for run in range(1, runs + 1):
-        dst = migrate_and_watch_destination("patched", tmp_path / f"run{run}")
+        dst = migrate_and_watch_destination("patched", tmp_path / f"run{run}", run_record)
         assert dst.intact, f"run {run} of {runs}: {dst}"
 
 
 def test_stock_destination_guest_dies_or_is_corrupt(
-        tmp_path: Path, record_property: Callable[[str, object], None]) -> None:
+        tmp_path: Path, record_property: Callable[[str, object], None],
+        run_record: Record) -> None:
     runs, intact = attempts(), []
     for run in range(1, runs + 1):
-        dst = migrate_and_watch_destination("stock", tmp_path / f"run{run}")
+        dst = migrate_and_watch_destination("stock", tmp_path / f"run{run}", run_record)
         record_property("retries", run - 1)
         if dst.evidence:
             return
@@ -192,7 +189,8 @@ def record(runs: int, build: str) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["once"]:
-        result = migrate_and_watch_destination(sys.argv[2], Path(sys.argv[3]))
+        result = migrate_and_watch_destination(sys.argv[2], Path(sys.argv[3]),
+                                               ownership.current())
         print(json.dumps(dict(asdict(result), evidence=result.evidence)))
     elif sys.argv[1:2] == ["record"] and len(sys.argv) == 4:
         record(int(sys.argv[2]), sys.argv[3])

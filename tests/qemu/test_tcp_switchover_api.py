@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from miglab import artifacts
+from miglab.ownership import Record
 from miglab.vm import VM, ExecuteError, VMConfig, VMError
 
 PARAM = "x-tcp-switchover-bandwidth"  # downstream: no upstream QEMU has it
@@ -25,16 +26,18 @@ def params(vm: VM) -> dict:
 
 
 @pytest.fixture(params=["patched", "upstream-patched"])
-def with_tcp(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VM]:
+def with_tcp(request: pytest.FixtureRequest, tmp_path: Path,
+             run_record: Record) -> Iterator[VM]:
     with VM(VMConfig.for_binary(artifacts.qemu_binary(request.param)), request.param,
-            tmp_path) as vm:
+            tmp_path, record=run_record) as vm:
         yield vm
 
 
 @pytest.fixture(params=["stock", artifacts.UPSTREAM])
-def without_tcp(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VM]:
+def without_tcp(request: pytest.FixtureRequest, tmp_path: Path,
+                run_record: Record) -> Iterator[VM]:
     with VM(VMConfig.for_binary(artifacts.qemu_binary(request.param)), request.param,
-            tmp_path) as vm:
+            tmp_path, record=run_record) as vm:
         yield vm
 
 
@@ -68,10 +71,10 @@ def test_hmp_sets_and_shows_it(with_tcp: VM, text: str, expected: bool) -> None:
 
 
 @pytest.mark.parametrize("build", ["patched", "upstream-patched"])
-def test_global_turns_it_on(build: str, tmp_path: Path) -> None:
+def test_global_turns_it_on(build: str, tmp_path: Path, run_record: Record) -> None:
     config = VMConfig.for_binary(artifacts.qemu_binary(build),
                                  extra_args=["-global", f"migration.{PARAM}=on"])
-    with VM(config, "global", tmp_path) as vm:
+    with VM(config, "global", tmp_path, record=run_record) as vm:
         assert params(vm)[PARAM] is True
 
 
@@ -83,8 +86,9 @@ def test_other_builds_refuse_it(without_tcp: VM) -> None:
     assert PARAM in without_tcp.hmp(f"migrate_set_parameter {PARAM} on")
 
 
-def test_stock_refuses_the_global(stock_bin: Path, tmp_path: Path) -> None:
+def test_stock_refuses_the_global(stock_bin: Path, tmp_path: Path,
+                                  run_record: Record) -> None:
     config = VMConfig(stock_bin, extra_args=["-global", f"migration.{PARAM}=on"])
     with pytest.raises(VMError) as err:
-        VM(config, "stock-global", tmp_path).launch(timeout=10)
+        VM(config, "stock-global", tmp_path, record=run_record).launch(timeout=10)
     assert PARAM in str(err.value)

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from miglab import cli, report, runner, scenario, verdict
+from miglab import cli, ownership, report, runner, scenario, verdict
+from miglab.ownership import ProcessId, Record
 from miglab.result import CrossTrafficRecord
 from miglab.traffic import FlowError
 
@@ -21,7 +22,9 @@ def test_a_flow_that_fails_ends_the_run_with_one_clear_line(
     monkeypatch.setattr(runner, "run", run)
     out = io.StringIO()
     live = report.LiveProgress(out)
-    assert cli.common.run_one(scenario.parse({"cross-traffic": "1"}), tmp_path, live) is None
+    unused = Record(tmp_path / "record.json", ProcessId.self(), ownership.pid_namespace())
+    assert cli.common.run_one(scenario.parse({"cross-traffic": "1"}), tmp_path, live,
+                              unused) is None
     assert out.getvalue() == ("miglab: error: cross-traffic flow 1: the receiver did not"
                               " listen on port 5301 within 15s\n")
 

@@ -1,9 +1,13 @@
 """The link check's rule for a low reading (the transfers themselves are in tests/lab)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from miglab import ownership
 from miglab.link import Link, LinkCheck, LinkConfig
+from miglab.ownership import ProcessId, Record
 
 RATE_BPS = 1_000_000_000
 
@@ -18,7 +22,10 @@ def check_with_readings(monkeypatch: pytest.MonkeyPatch, *ratios: float) -> tupl
         made.append(port)
         return LinkCheck(RATE_BPS, next(readings) * RATE_BPS)
 
-    link = Link(LinkConfig(RATE_BPS))  # nothing is made before setup()
+    # nothing is made before setup(): a record that is never written
+    unused = Record(Path("/nonexistent/miglab-unused.json"), ProcessId.self(),
+                    ownership.pid_namespace())
+    link = Link(LinkConfig(RATE_BPS), record=unused)
     monkeypatch.setattr(link, "_goodput", goodput)
     return link.measure(), len(made)
 

@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import artifacts, phases, preflight
+from . import artifacts, ownership, phases, preflight
 from .console import Console
 from .errors import LabError
-from .guest import READY, kernel_command_line
+from .guest import READY, Workload, kernel_command_line
 from .link import CHECK_HIGH, CHECK_LOW, DST_ADDR, Link, LinkCheck
 from .result import Sample
 from .scenario import Scenario
@@ -66,16 +66,19 @@ def trace_log(logs: Path, name: str) -> Path:
     return logs / f"{name}-trace.log"
 
 
-def _guest_config(s: Scenario, binary: Path, accel: str, incoming: bool,
-                  extra_args: list[str] | None, logs: Path, name: str) -> VMConfig:
+def guest_config(s: Scenario, binary: Path, accel: str, incoming: bool,
+                 extra_args: list[str] | None, logs: Path, name: str,
+                 workload: Workload | None = None) -> VMConfig:
+    """The guest QEMU @name of @s (@workload in place of the scenario's, for
+    tests that need a heartbeat or verify rate a scenario does not set)."""
     # QEMUs that trace the downtime's checkpoints write them for phases.py
     traced = phases.trace_args(trace_log(logs, name)) \
         if preflight.has_parameter(binary, preflight.CHECKPOINTS) else []
     return VMConfig.for_binary(binary, memory_mib=s.memory_mib, machine=machine_type(s),
                                numa_nodes_mib=s.numa_nodes_mib, vcpus=s.vcpus, accel=accel,
                                kernel=artifacts.kernel(), initramfs=artifacts.initramfs(),
-                               kernel_append=kernel_command_line(s.workload()), incoming=incoming,
-                               extra_args=traced + list(extra_args or []))
+                               kernel_append=kernel_command_line(workload or s.workload()),
+                               incoming=incoming, extra_args=traced + list(extra_args or []))
 
 
 KVM_HINT = "KVM is unusable on this host: use --accel tcg (or auto, which falls back to TCG)"
@@ -137,14 +140,15 @@ def reached_workload(console: Console, what: str, accel: str,
 
 @contextlib.contextmanager
 def _booted_source(s: Scenario, binary: Path, link: Link, logs: Path,
-                   progress: Progress, extra_args: list[str]) -> Iterator[tuple[VM, str]]:
+                   progress: Progress, extra_args: list[str],
+                   record: ownership.Record) -> Iterator[tuple[VM, str]]:
     """The source guest, booted to its workload (accel_trials()); yields it
     and the accelerator used, and the stage line says why one was given up."""
     trials = accel_trials(s.accel, os.path.exists("/dev/kvm"), progress)
     for accel, _ in trials:
         last = accel == trials[-1][0]
-        vm = VM(_guest_config(s, binary, accel, False, extra_args, logs, "src"), "src", logs,
-                link.src_ns)
+        vm = VM(guest_config(s, binary, accel, False, extra_args, logs, "src"), "src", logs,
+                link.src_ns, record=record)
         progress.stage(f"booting the source guest ({accel})")
         try:
             vm.launch()
@@ -171,12 +175,12 @@ def _booted_source(s: Scenario, binary: Path, link: Link, logs: Path,
 
 
 @contextlib.contextmanager
-def checked_link(s: Scenario, progress: Progress,
+def checked_link(s: Scenario, progress: Progress, record: ownership.Record,
                  on_link_measured: Callable[[float], None] | None = None
                  ) -> Iterator[tuple[Link, LinkCheck]]:
     """The scenario's link, made and measured; refused (RunError) when its
     goodput is outside what LinkCheck accepts of the configured rate."""
-    with Link(s.link()) as link:
+    with Link(s.link(), record=record) as link:
         progress.stage(f"link {link.src_ns} <-> {link.dst_ns}")
         progress.stage("measuring the link")
         check = link.measure()
@@ -203,36 +207,43 @@ class Lab:
     dst_binary: Path
     logs: Path
     qemu_label: str
+    record: ownership.Record  # where what the lab makes is recorded
     uri: str = f"tcp:{DST_ADDR}:{MIGRATION_PORT}"
+
+    @property
+    def trace_logs(self) -> list[Path]:
+        """Where both QEMUs wrote their downtime checkpoints (if they trace them)."""
+        return [trace_log(self.logs, self.src.name), trace_log(self.logs, self.dst.name)]
 
     def new_destination(self) -> VM:
         """A fresh destination (after one died or failed), launched; the caller owns it."""
         self.dst.shutdown()
-        self.dst = VM(_guest_config(self.scenario, self.dst_binary, self.accel, True, None,
+        self.dst = VM(guest_config(self.scenario, self.dst_binary, self.accel, True, None,
                                     self.logs, "dst-retry"), "dst-retry", self.logs,
-                      self.link.dst_ns)
+                      self.link.dst_ns, record=self.record)
         self.dst.launch()
         return self.dst
 
 
 @contextlib.contextmanager
-def lab(s: Scenario, logs: Path, progress: Progress | None = None,
+def lab(s: Scenario, logs: Path, record: ownership.Record, progress: Progress | None = None,
         on_link_measured: Callable[[float], None] | None = None,
         src_extra_args: list[str] | None = None,
         dst_extra_args: list[str] | None = None) -> Iterator[Lab]:
-    """Everything a migration needs, torn down on the way out whatever happens.
+    """Everything a migration needs, recorded in @record, torn down on the way
+    out whatever happens.
 
     @src_extra_args and @dst_extra_args go to one side's QEMU only (say, a
     QMP server for a tool, or a gdbstub)."""
     progress = progress or Progress.silent()
     binary, dst_binary, label = builds(s)
     logs.mkdir(parents=True, exist_ok=True)
-    with checked_link(s, progress, on_link_measured) as (link, check):
+    with checked_link(s, progress, record, on_link_measured) as (link, check):
         with _booted_source(s, binary, link, logs, progress,
-                            list(src_extra_args or [])) as (src, accel):
-            dst = VM(_guest_config(s, dst_binary, accel, True, dst_extra_args, logs, "dst"),
-                     "dst", logs, link.dst_ns)
-            env = Lab(s, link, check, src, dst, accel, binary, dst_binary, logs, label)
+                            list(src_extra_args or []), record) as (src, accel):
+            dst = VM(guest_config(s, dst_binary, accel, True, dst_extra_args, logs, "dst"),
+                     "dst", logs, link.dst_ns, record=record)
+            env = Lab(s, link, check, src, dst, accel, binary, dst_binary, logs, label, record)
             try:
                 env.dst.launch()
                 yield env

@@ -136,8 +136,10 @@ class LibvirtHost:
     """One lab host: start() it, use .uri (from here) and .tcp_uri (from the
     other host), stop() it. A context manager; stop() is idempotent."""
 
-    def __init__(self, name: str, netns: str, listen_addr: str, logs: Path) -> None:
+    def __init__(self, name: str, netns: str, listen_addr: str, logs: Path, *,
+                 record: ownership.Record) -> None:
         self.name, self.netns, self.listen_addr = name, netns, listen_addr
+        self._record = record
         self.log_dir = logs / f"{name}-libvirt"
         self._dir: Path | None = None
         self._made: list[ownership.Entry] = []
@@ -160,9 +162,8 @@ class LibvirtHost:
         return f"qemu+tcp://{self.listen_addr}/system"
 
     def start(self) -> None:
-        record = ownership.current()
         try:
-            self._dir, entry = record.directory(Path(tempfile.gettempdir()),
+            self._dir, entry = self._record.directory(Path(tempfile.gettempdir()),
                                                 f"miglab-libvirt-{self.name}-",
                                                 f"{self.name} libvirt host")
             self._made.append(entry)
@@ -180,7 +181,7 @@ class LibvirtHost:
             script += (f"hostname {shlex.quote(self.name)}; exec {shlex.quote(sys.executable)}"
                        f" -c {shlex.quote(INIT)} {LIBVIRTD} --listen")
             with ownership.open_log(self.log_dir / "start.log", "wb") as out:
-                self._process, entry = ownership.spawn(
+                self._process, entry = self._record.spawn(
                     ["unshare", "--mount", "--uts", "--pid", "--kill-child", "--mount-proc",
                      "--propagation", "private", "--", "sh", "-c", script],
                     f"{self.name} libvirtd", self.netns, stdin=subprocess.DEVNULL,
@@ -253,7 +254,7 @@ class LibvirtHost:
                    "--", str(artifacts.sshd()), "-D", "-e", "-f", "/dev/null"]
         command += [arg for k, v in options.items() for arg in ("-o", f"{k}={v}")]
         with ownership.open_log(self.log_dir / "sshd.log", "wb") as out:
-            process, entry = ownership.spawn(command, f"{self.name} sshd", self.netns,
+            process, entry = self._record.spawn(command, f"{self.name} sshd", self.netns,
                                              stdin=subprocess.DEVNULL, stdout=out,
                                              stderr=out, start_new_session=True)
         self._made.insert(0, entry)  # released after the host's libvirtd
@@ -282,9 +283,8 @@ class LibvirtHost:
                     log.debug("%s: closing the connection: %s", self.name, err)
                 self._conn = None
             done = ownership.Removal()
-            record = ownership.current()
             while self._made:
-                done.extend(record.release(self._made.pop()))
+                done.extend(self._record.release(self._made.pop()))
             if self._process:
                 self._process.wait(timeout=5)
                 self._process = None

@@ -40,7 +40,7 @@ from typing import Any
 import libvirt
 import libvirt_qemu
 
-from . import artifacts, migration, ownership, preflight
+from . import artifacts, migration, ownership, phases, preflight
 from .console import Console
 from .deadline import DeadlineExceeded, wait_for
 from .guest import kernel_command_line
@@ -137,11 +137,15 @@ class LibvirtGuest:
     def command(self, name: str, timeout_s: float | None = None, **args: Any) -> Any:
         return _qmp(self.dom, name, **args)
 
+    @property
+    def qemu_log(self) -> Path | None:
+        """The domain's log, where libvirt puts its QEMU's stderr (and so the
+        trace events it logs); None on a host given by URI, which keeps its logs."""
+        return self.host.log_dir / "qemu" / f"{DOMAIN}.log" if self.host.log_dir else None
+
     def stderr_tail(self, lines: int = 5) -> str:
-        if self.host.log_dir is None:  # a host given by URI keeps its logs
-            return ""
-        path = self.host.log_dir / "qemu" / f"{DOMAIN}.log"
-        if not path.exists():
+        path = self.qemu_log
+        if path is None or not path.exists():
             return ""
         return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
 
@@ -171,8 +175,14 @@ class LibvirtLab:
     dst_binary: Path
     logs: Path
     qemu_label: str
-    record: LibvirtRecord  # the result's "libvirt"
+    libvirt: LibvirtRecord  # the result's "libvirt"
     migrate_address: str = DST_ADDR
+
+    @property
+    def trace_logs(self) -> list[Path]:
+        """Where both domains' QEMUs logged their downtime checkpoints: the
+        domain logs of the lab's own hosts (none from hosts given by URI)."""
+        return [path for path in (self.src.qemu_log, self.dst.qemu_log) if path]
 
     def new_destination(self) -> LibvirtGuest:
         """A fresh destination side for a retry (the last one is let go)."""
@@ -202,10 +212,14 @@ def domain_spec(s: Scenario, binary: Path, accel: str, files: GuestFiles,
         properties[PARAM] = str(s.switchover.bytes_per_s)
     if s.switchover.qemu_auto:  # under the name this QEMU knows
         properties[preflight.tcp_param(binary) or TCP_PARAM] = "on"
+    # QEMUs that trace the downtime's checkpoints log them to stderr, which
+    # libvirt keeps in the domain's log (stamped: libvirt passes -msg timestamp=on)
+    traced = ("-trace", f"enable={phases.EVENT}") \
+        if preflight.has_parameter(binary, preflight.CHECKPOINTS) else ()
     return DomainSpec(DOMAIN, binary, files.kernel, files.initramfs,
                       kernel_command_line(s.workload()), uuid=uuid, memory_mib=s.memory_mib,
                       vcpus=s.vcpus, numa_nodes_mib=s.numa_nodes_mib, machine=machine_type(s),
-                      accel=accel, qemu_args=migration_globals(properties),
+                      accel=accel, qemu_args=migration_globals(properties) + traced,
                       qemu_env=tuple(env.items()), firmware_dirs=tuple(firmware))
 
 
@@ -242,23 +256,24 @@ def _booted_source(s: Scenario, binary: Path, host: LibvirtHost | RemoteHost, lo
 
 
 @contextlib.contextmanager
-def lab(s: Scenario, logs: Path, progress: Progress | None = None,
+def lab(s: Scenario, logs: Path, record: ownership.Record, progress: Progress | None = None,
         on_link_measured: Callable[[float], None] | None = None) -> Iterator[LibvirtLab]:
-    """The link, checked; a libvirtd on each side; the source domain at work."""
+    """The link, checked; a libvirtd on each side; the source domain at work
+    (all of it recorded in @record)."""
     progress = progress or Progress.silent()
     binary, dst_binary, label = builds(s)
     logs.mkdir(parents=True, exist_ok=True)
-    with checked_link(s, progress, on_link_measured) as (link, check):
+    with checked_link(s, progress, record, on_link_measured) as (link, check):
         progress.stage("starting a libvirtd on each host")
-        with LibvirtHost("src", link.src_ns, SRC_ADDR, logs) as src_host, \
-                LibvirtHost("dst", link.dst_ns, DST_ADDR, logs) as dst_host, \
+        with LibvirtHost("src", link.src_ns, SRC_ADDR, logs, record=record) as src_host, \
+                LibvirtHost("dst", link.dst_ns, DST_ADDR, logs, record=record) as dst_host, \
                 _booted_source(s, binary, src_host, logs, progress,
                                GuestFiles.local()) as (src, spec, accel):
             dst = LibvirtGuest("dst", dst_host, logs)
-            record = LibvirtRecord(_version(src_host.conn.getLibVersion()), src_host.uri,
-                                   dst_host.tcp_uri)
+            info = LibvirtRecord(_version(src_host.conn.getLibVersion()), src_host.uri,
+                                 dst_host.tcp_uri)
             env = LibvirtLab(s, link, check, src_host, dst_host, src, dst, accel, spec,
-                             binary, dst_binary, logs, label, record=record)
+                             binary, dst_binary, logs, label, libvirt=info)
             try:
                 yield env
             finally:
@@ -266,13 +281,12 @@ def lab(s: Scenario, logs: Path, progress: Progress | None = None,
 
 
 @contextlib.contextmanager
-def _uploaded(host: RemoteHost, token: str) -> Iterator[GuestFiles]:
+def _uploaded(host: RemoteHost, token: str, record: ownership.Record) -> Iterator[GuestFiles]:
     """The guest's kernel and initramfs put on @host through libvirt itself: a
     directory storage pool made for the run (recorded before it is defined;
     removed with its volumes and directory on the way out), its volumes
     uploaded through libvirt streams. The same path on every host, so the
     destination's QEMU finds the files where the source's did."""
-    record = ownership.current()
     pool_uuid = str(uuid_module.uuid4())
     path = Path(POOL_PARENT) / f"miglab-{token}"
     entry = record.add(ownership.Entry("libvirt", f"pool:{pool_uuid}",
@@ -311,7 +325,7 @@ def _check_emulator(host: RemoteHost, binary: Path) -> None:
 
 
 @contextlib.contextmanager
-def remote_lab(s: Scenario, logs: Path,
+def remote_lab(s: Scenario, logs: Path, record: ownership.Record,
                progress: Progress | None = None) -> Iterator[LibvirtLab]:
     """Two libvirt hosts given by URI: no link or namespace is made; the
     guest's files are uploaded to each, the domain (a UUID made for the run,
@@ -321,7 +335,6 @@ def remote_lab(s: Scenario, logs: Path,
     logs.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(6)
     dom_uuid = str(uuid_module.uuid4())
-    record = ownership.current()
     with RemoteHost("src", s.src_uri) as src_host, RemoteHost("dst", s.dst_uri) as dst_host:
         progress.stage(f"hosts {s.src_uri} and {s.dst_uri}")
         _check_emulator(src_host, binary)
@@ -331,8 +344,8 @@ def remote_lab(s: Scenario, logs: Path,
                                               f"domain {DOMAIN}", uri=uri))
                    for uri in (s.src_uri, s.dst_uri)]
         try:
-            with _uploaded(src_host, token) as files, \
-                    _uploaded(dst_host, token) as dst_files, \
+            with _uploaded(src_host, token, record) as files, \
+                    _uploaded(dst_host, token, record) as dst_files, \
                     _booted_source(s, binary, src_host, logs, progress, files,
                                    dom_uuid) as (src, spec, accel):
                 assert files == dst_files
@@ -341,7 +354,7 @@ def remote_lab(s: Scenario, logs: Path,
                                      s.dst_uri, s.migrate_address)
                 env = LibvirtLab(s, None, None, src_host, dst_host, src, dst, accel, spec,
                                  binary, dst_binary, logs, label,
-                                 migrate_address=s.migrate_address, record=info)
+                                 migrate_address=s.migrate_address, libvirt=info)
                 try:
                     yield env
                 finally:
@@ -390,8 +403,8 @@ def migrate(env: LibvirtLab, settings: MigrationSettings, deadline_s: float,
     cap = settings.max_bandwidth_bytes_per_s
     if cap is not None:
         params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = applied_cap_mib_per_s(cap)
-        env.record.max_bandwidth_mib_per_s = applied_cap_mib_per_s(cap)
-        env.record.max_bandwidth_bytes_per_s = applied_cap_mib_per_s(cap) * MIB
+        env.libvirt.max_bandwidth_mib_per_s = applied_cap_mib_per_s(cap)
+        env.libvirt.max_bandwidth_bytes_per_s = applied_cap_mib_per_s(cap) * MIB
     if settings.multifd_channels:
         flags |= libvirt.VIR_MIGRATE_PARALLEL
         params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = settings.multifd_channels
@@ -399,7 +412,7 @@ def migrate(env: LibvirtLab, settings: MigrationSettings, deadline_s: float,
         params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = domain_xml(env.spec, env.dst_binary)
     if settings.avail_switchover_bandwidth_bytes_per_s == 0:  # auto starts from QEMU's estimate
         env.src.command("migrate-set-parameters", **{PARAM: 0})
-    env.record.parameters = env.src.command("query-migrate-parameters")
+    env.libvirt.parameters = env.src.command("query-migrate-parameters")
 
     done = threading.Event()
     failure: list[str] = []
@@ -452,7 +465,7 @@ def migrate(env: LibvirtLab, settings: MigrationSettings, deadline_s: float,
         return Outcome(Status.FAILED, samples, error=f"libvirt: {failure[0]}",
                        ended_at=ended)
     job = env.dst.dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED) if env.dst.dom else {}
-    env.record.job = job
-    env.record.qemu_downtime_ms = qemu_final.get("downtime")
+    env.libvirt.job = job
+    env.libvirt.qemu_downtime_ms = qemu_final.get("downtime")
     return Outcome(Status.COMPLETED, samples, downtime_ms=job.get("downtime"),
                    total_time_ms=job.get("time_elapsed"), ended_at=ended)

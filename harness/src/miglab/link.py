@@ -113,8 +113,9 @@ def netem_available() -> bool:
 
 
 class Link:
-    def __init__(self, config: LinkConfig) -> None:
+    def __init__(self, config: LinkConfig, *, record: ownership.Record) -> None:
         self.config = config
+        self._record = record
         # 48 random bits: unique without asking anyone; the run's record, not
         # the name, says the namespaces are ours.
         tag = secrets.token_hex(6)
@@ -128,7 +129,7 @@ class Link:
 
     # -- lifecycle -------------------------------------------------------
     def setup(self) -> None:
-        record = ownership.current()
+        record = self._record
         try:
             for ns in (self.src_ns, self.dst_ns):
                 try:
@@ -184,7 +185,7 @@ class Link:
         ever in these namespaces, and they are released before the link."""
         done = ownership.Removal()
         while self._made:
-            done.extend(ownership.current().release(self._made.pop()))
+            done.extend(self._record.release(self._made.pop()))
         return done
 
     def __enter__(self) -> Link:
@@ -215,7 +216,8 @@ class Link:
         return check
 
     def _goodput(self, seconds: float, port: int) -> LinkCheck:
-        flow = traffic.Flow(self.src_ns, self.dst_ns, DST_ADDR, port, seconds, "link probe")
+        flow = traffic.Flow(self.src_ns, self.dst_ns, DST_ADDR, port, seconds, "link probe",
+                            record=self._record)
         try:
             flow.start()
             delivered = flow.wait()

@@ -14,7 +14,7 @@ A run is dead when its owner (pid and start time, in this PID namespace)
 is gone; records of another PID namespace are never touched, since their
 owners cannot be seen from here.
 
-Processes are started through spawn(): they get PR_SET_PDEATHSIG (SIGKILL),
+Processes are started through Record.spawn(): they get PR_SET_PDEATHSIG (SIGKILL),
 so they die with the thread that started them however the harness dies,
 and enter their network namespace with setns() directly rather than
 through a wrapper process.
@@ -203,7 +203,8 @@ class Removal:
 
 
 class Record:
-    """The record of one miglab process. Use current() for this process's own."""
+    """The record of one miglab process. Use current() for this process's own;
+    what makes things on the host (a Link, a VM, ...) is handed it."""
 
     def __init__(self, path: Path, owner: ProcessId, pid_ns: int,
                  entries: list[Entry] | None = None) -> None:
@@ -292,6 +293,30 @@ class Record:
             if not self.entries:
                 self.path.unlink(missing_ok=True)
         return done
+
+    def spawn(self, cmd: list[str], what: str, netns: str | None = None,
+              program: str = "", **popen: Any) -> tuple[subprocess.Popen[Any], Entry]:
+        """Start @cmd as a recorded child that dies with this thread, in @netns if
+        given; @program names it in the record (default: its command's name).
+
+        The entry is recorded as soon as the pid exists (before that nothing of
+        it can outlive us: PR_SET_PDEATHSIG is set before exec).
+        """
+        _libc()  # loaded here: not between fork and exec
+        netns_fd = os.open(NETNS_DIR / netns, os.O_RDONLY) if netns else None
+        parent = os.getpid()
+        try:
+            proc = subprocess.Popen(
+                cmd, preexec_fn=lambda: _child_setup(netns_fd, parent),
+                pass_fds=(netns_fd,) if netns_fd is not None else (), **popen)
+        finally:
+            if netns_fd is not None:
+                os.close(netns_fd)
+        ident = ProcessId.of(proc.pid)
+        entry = self.add(Entry("process", str(proc.pid), what,
+                               program=program or Path(cmd[0]).name,
+                               start_ticks=ident.start_ticks if ident else None))
+        return proc, entry
 
 
 def _libvirt_object(entry: Entry) -> Any:
@@ -481,29 +506,3 @@ def _child_setup(netns_fd: int | None, parent: int) -> None:
         raise OSError("the harness exited while starting this process")
     if netns_fd is not None:
         _setns(netns_fd)
-
-
-def spawn(cmd: list[str], what: str, netns: str | None = None,
-          program: str = "", **popen: Any) -> tuple[subprocess.Popen[Any], Entry]:
-    """Start @cmd as a recorded child that dies with this thread, in @netns if
-    given; @program names it in the record (default: its command's name).
-
-    The entry is recorded as soon as the pid exists (before that nothing of
-    it can outlive us: PR_SET_PDEATHSIG is set before exec).
-    """
-    record = current()
-    _libc()  # loaded here: not between fork and exec
-    netns_fd = os.open(NETNS_DIR / netns, os.O_RDONLY) if netns else None
-    parent = os.getpid()
-    try:
-        proc = subprocess.Popen(
-            cmd, preexec_fn=lambda: _child_setup(netns_fd, parent),
-            pass_fds=(netns_fd,) if netns_fd is not None else (), **popen)
-    finally:
-        if netns_fd is not None:
-            os.close(netns_fd)
-    ident = ProcessId.of(proc.pid)
-    entry = record.add(Entry("process", str(proc.pid), what,
-                             program=program or Path(cmd[0]).name,
-                             start_ticks=ident.start_ticks if ident else None))
-    return proc, entry

@@ -12,8 +12,10 @@ timestamp=on, -D FILE per side); afterwards both files are read, each
 checkpoint is put on the host's monotonic clock (one machine, one clock:
 the offset between the two clocks is read once), and the pause between the
 source guest's last heartbeat and the destination guest's first is cut at
-the checkpoints. QEMU 7.2 has no such events: its runs show QEMU's
-downtime (query-migrate) and the blackout, nothing in between.
+the checkpoints. Through libvirt the domain's QEMU gets -trace alone: its
+stderr, and so the events (stamped: libvirt passes -msg timestamp=on), go
+to the domain's log on its host. QEMU 7.2 has no such events: its runs
+show QEMU's downtime (query-migrate) and the blackout, nothing in between.
 """
 from __future__ import annotations
 

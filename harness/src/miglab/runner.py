@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from . import autotune, migration, phases, tcpdiag, units, verdict
+from . import autotune, migration, ownership, phases, tcpdiag, units, verdict
 from .autotune import Autotuner, Sampler, read_samples
 from .guest import (
     HEARTBEAT,
@@ -25,7 +25,7 @@ from .guest import (
     ready_info,
     wait_for_checked_pass,
 )
-from .lab import MIGRATION_PORT, Lab, Progress, lab, trace_log
+from .lab import MIGRATION_PORT, Lab, Progress, lab
 from .link import DST_ADDR
 from .migration import PARAM, Outcome
 from .ramp import RampDriver
@@ -110,8 +110,8 @@ def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
     estimate = next((x.mbps * 1e6 for x in reversed(outcome.samples)
                      if x.status == "active" and x.mbps > 0), None)
     advice = verdict.pause_advice(
-        seen.ms if seen else None, outcome.downtime_ms, phases.ram_pass_ms(cut),
-        s.downtime_limit_ms,
+        seen.ms if seen else None, seen.error_ms if seen else None, outcome.downtime_ms,
+        phases.ram_pass_ms(cut), s.downtime_limit_ms,
         env.check.measured_bps if env.check else None, switchover_bps or estimate) \
         if outcome.status == Status.COMPLETED else None
     ready = ready_info(env.src.console.lines()) if env.src.console else None
@@ -156,8 +156,8 @@ def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
 def _pause_phases(env: Lab, seen: Blackout) -> list[phases.Phase]:
     """The blackout cut at both QEMUs' downtime checkpoints ([] without them)."""
     offset = phases.clock_offset_s()
-    points = {**phases.read_checkpoints(trace_log(env.logs, env.src.name), offset),
-              **phases.read_checkpoints(trace_log(env.logs, env.dst.name), offset)}
+    points = {name: t for path in env.trace_logs
+              for name, t in phases.read_checkpoints(path, offset).items()}
     return phases.cut(seen.last_before_s, seen.first_after_s, points)
 
 
@@ -203,7 +203,7 @@ def _cross_traffic(env: Lab) -> contextlib.AbstractContextManager[CrossTraffic |
     # Bounded by themselves: a migration's deadline, its cancel and slack.
     seconds = s.timeout_s + CROSS_TRAFFIC_SLACK_S
     return CrossTraffic(env.link.src_ns, env.link.dst_ns, DST_ADDR, s.cross_traffic_flows,
-                        seconds)
+                        seconds, record=env.record)
 
 
 def cross_traffic_report(env: Lab, delivered: list[Delivered],
@@ -234,13 +234,13 @@ def _stopped_flows_report(env: Lab, flows: CrossTraffic,
     return cross_traffic_report(env, delivered, observed)
 
 
-def run(s: Scenario, logs: Path, progress: Progress | None = None,
+def run(s: Scenario, logs: Path, record: ownership.Record, progress: Progress | None = None,
         on_link_measured: Callable[[float], None] | None = None) -> Result:
-    """One scenario, start to verdict."""
+    """One scenario, start to verdict; what it makes is recorded in @record."""
     progress = progress or Progress.silent()
     if s.via == "libvirt":
-        return _run_via_libvirt(s, logs, progress, on_link_measured)
-    with lab(s, logs, progress, on_link_measured) as env, _cross_traffic(env) as flows:
+        return _run_via_libvirt(s, logs, record, progress, on_link_measured)
+    with lab(s, logs, record, progress, on_link_measured) as env, _cross_traffic(env) as flows:
         tuner = Autotuner() if s.switchover.auto else None
         ramped = RampDriver(s.downtime_ramp) if s.downtime_ramp else None
         # With competing flows the migration's samples are watched in any
@@ -265,13 +265,13 @@ def run(s: Scenario, logs: Path, progress: Progress | None = None,
         return judge(env, outcome, progress, tuner, cross, ramped)
 
 
-def _run_via_libvirt(s: Scenario, logs: Path, progress: Progress,
+def _run_via_libvirt(s: Scenario, logs: Path, record: ownership.Record, progress: Progress,
                      on_link_measured: Callable[[float], None] | None) -> Result:
     """run() with each host's libvirtd driving QEMU (libvirtlab.py)."""
     from . import libvirtlab  # libvirt's Python binding is needed only here
 
-    made = libvirtlab.remote_lab(s, logs, progress) if s.remote else \
-        libvirtlab.lab(s, logs, progress, on_link_measured)
+    made = libvirtlab.remote_lab(s, logs, record, progress) if s.remote else \
+        libvirtlab.lab(s, logs, record, progress, on_link_measured)
     with made as env:
         tuner = Autotuner() if s.switchover.auto else None
         # the harness reads the connection's samples only on the lab's own link
@@ -288,4 +288,4 @@ def _run_via_libvirt(s: Scenario, logs: Path, progress: Progress,
             watched.write_csv(logs / "tcpinfo.csv")
         if tuner and env.src.running and outcome.status != Status.FAILED:
             autotune.restore(env.src.command, 0)  # as it was before the run
-        return judge(env, outcome, progress, tuner, None, None, env.record)
+        return judge(env, outcome, progress, tuner, None, None, env.libvirt)

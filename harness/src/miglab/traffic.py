@@ -1,7 +1,7 @@
 """Bulk TCP flows over the lab's link: the link check's, and competing traffic.
 
 A flow is a linkprobe receiver in the destination namespace and a sender in
-the source namespace, both started through ownership.spawn (recorded, and
+the source namespace, both started through the run's record (Record.spawn: recorded, and
 killed with us). The link check runs one flow alone for two seconds;
 --cross-traffic runs N flows from before the migration starts until it has
 ended, the storage or tenant traffic a real migration network carries, so
@@ -46,7 +46,8 @@ class Flow:
     """One sender -> receiver TCP flow; start() it, then wait() or stop() it."""
 
     def __init__(self, src_ns: str, dst_ns: str, addr: str, port: int, seconds: float,
-                 what: str) -> None:
+                 what: str, *, record: ownership.Record) -> None:
+        self._record = record
         self.src_ns, self.dst_ns, self.addr, self.port = src_ns, dst_ns, addr, port
         self.seconds, self.what = seconds, what
         self._recv: subprocess.Popen[str] | None = None
@@ -54,16 +55,16 @@ class Flow:
         self._entries: list[ownership.Entry] = []
 
     def start(self) -> None:
-        self._recv, entry = ownership.spawn([*PROBE, "recv", self.addr, str(self.port)],
-                                            f"{self.what} receiver", self.dst_ns,
-                                            stdout=subprocess.PIPE, text=True)
+        self._recv, entry = self._record.spawn([*PROBE, "recv", self.addr, str(self.port)],
+                                               f"{self.what} receiver", self.dst_ns,
+                                               stdout=subprocess.PIPE, text=True)
         self._entries.append(entry)
         assert self._recv.stdout
         ready, _, _ = select.select([self._recv.stdout], [], [], START_TIMEOUT_S)
         if not ready or self._recv.stdout.readline().strip() != "listening":
             raise FlowError(f"{self.what}: the receiver did not listen on port {self.port}"
                             f" within {START_TIMEOUT_S:.0f}s")
-        self._send, entry = ownership.spawn(
+        self._send, entry = self._record.spawn(
             [*PROBE, "send", self.addr, str(self.port), str(self.seconds)],
             f"{self.what} sender", self.src_ns, stderr=subprocess.PIPE, text=True)
         self._entries.append(entry)
@@ -104,13 +105,12 @@ class Flow:
 
     def close(self) -> None:
         """Kill and forget both processes (idempotent; every path ends here)."""
-        record = ownership.current()
         for proc in (self._send, self._recv):
             if proc and proc.poll() is None:
                 proc.kill()
                 proc.wait()
         while self._entries:
-            record.release(self._entries.pop())
+            self._record.release(self._entries.pop())
 
 
 class CrossTraffic:
@@ -120,9 +120,10 @@ class CrossTraffic:
     stop() is never reached; ownership kills them with us anyway."""
 
     def __init__(self, src_ns: str, dst_ns: str, addr: str, flows: int,
-                 seconds: float) -> None:
+                 seconds: float, *, record: ownership.Record) -> None:
         self._flows = [Flow(src_ns, dst_ns, addr, CROSS_TRAFFIC_BASE_PORT + i, seconds,
-                            f"cross-traffic flow {i + 1}") for i in range(flows)]
+                            f"cross-traffic flow {i + 1}", record=record)
+                       for i in range(flows)]
         self.delivered: list[Delivered] = []
 
     def __enter__(self) -> CrossTraffic:

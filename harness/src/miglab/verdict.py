@@ -18,8 +18,11 @@
   bounds RAM's last pass only, at the switchover bandwidth QEMU assumed;
   the rest of the pause (device state, the destination's load of the rest
   and its resume) it does not count, so a limit that keeps the pause
-  within L is L less that rest, scaled by the link's rate over the
-  bandwidth assumed when that was more than the link carried.
+  within L is L less that rest and less the pause's error bound (the
+  pause as measured, its upper bound, is to stay within L, and the next
+  run's heartbeats fall anywhere in their spacing), scaled by the link's
+  rate over the bandwidth assumed when that was more than the link
+  carried.
 """
 from __future__ import annotations
 
@@ -103,28 +106,30 @@ def paused_over_limit(blackout_ms: float | None, error_ms: float | None,
 class PauseAdvice:
     wanted_ms: int  # the pause asked for: the user's downtime-limit
     unbounded_ms: float  # the part of the pause downtime-limit does not bound
+    margin_ms: float  # the pause's error bound, kept free
     # the bandwidth QEMU assumed over the link's measured rate, when above 1
     overassumed: float
     advised_limit_ms: int | None  # None: the unbounded part alone fills wanted_ms
 
 
-def pause_advice(blackout_ms: float | None, downtime_ms: int | None, ram_ms: float | None,
-                 wanted_ms: int, link_bps: float | None,
+def pause_advice(blackout_ms: float | None, error_ms: float | None, downtime_ms: int | None,
+                 ram_ms: float | None, wanted_ms: int, link_bps: float | None,
                  switchover_bps: float | None) -> PauseAdvice | None:
-    """The downtime-limit that keeps the guest's pause within @wanted_ms, from
-    a completed run: the blackout (the pause's upper bound) less RAM's last
-    pass where QEMU traced its checkpoints (@ram_ms), else less QEMU's
+    """The downtime-limit that keeps the guest's pause, as measured (its upper
+    bound), within @wanted_ms, from a completed run: the blackout less RAM's
+    last pass where QEMU traced its checkpoints (@ram_ms), else less QEMU's
     downtime (7.2: the device state then counts as bounded), is the part the
-    limit does not bound; the rest of @wanted_ms is what the limit may be,
-    less the share by which the bandwidth QEMU assumed (@switchover_bps)
-    was above the link's measured rate. None without a blackout."""
-    if blackout_ms is None or downtime_ms is None:
+    limit does not bound; @wanted_ms less that part and less the blackout's
+    error bound @error_ms is what the limit may be, less the share by which
+    the bandwidth QEMU assumed (@switchover_bps) was above the link's
+    measured rate. None without a blackout."""
+    if blackout_ms is None or error_ms is None or downtime_ms is None:
         return None
     unbounded = max(0.0, blackout_ms - (downtime_ms if ram_ms is None else ram_ms))
     over = switchover_bps / link_bps if link_bps and switchover_bps else 1.0
-    advised = math.floor((wanted_ms - unbounded) / max(1.0, over))
-    return PauseAdvice(wanted_ms, round(unbounded, 1), round(max(1.0, over), 3),
-                       advised if advised > 0 else None)
+    advised = math.floor((wanted_ms - unbounded - error_ms) / max(1.0, over))
+    return PauseAdvice(wanted_ms, round(unbounded, 1), round(error_ms, 1),
+                       round(max(1.0, over), 3), advised if advised > 0 else None)
 
 
 def advice_reason(a: PauseAdvice) -> str:
@@ -134,8 +139,8 @@ def advice_reason(a: PauseAdvice) -> str:
         return f"{where}: no downtime-limit keeps the pause within {a.wanted_ms} ms"
     scaled = (f", and the bandwidth assumed was {a.overassumed:.0%} of the link's"
               if a.overassumed > 1 else "")
-    return (f"{where}{scaled}: for a pause within {a.wanted_ms} ms, set downtime-limit to"
-            f" {a.advised_limit_ms} ms")
+    return (f"{where}{scaled}: for a pause within {a.wanted_ms} ms (its error bound,"
+            f" {a.margin_ms:.0f} ms, kept free), set downtime-limit to {a.advised_limit_ms} ms")
 
 
 def pause_reason(blackout_ms: float, error_ms: float, limit_ms: int) -> str:

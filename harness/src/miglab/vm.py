@@ -117,10 +117,11 @@ class VMConfig:
 
 class VM:
     def __init__(self, config: VMConfig, name: str, log_dir: Path | None = None,
-                 netns: str | None = None) -> None:
+                 netns: str | None = None, *, record: ownership.Record) -> None:
         """QEMU as @config says, named @name, its logs in @log_dir, run inside
-        network namespace @netns if given."""
+        network namespace @netns if given; what it makes goes into @record."""
         self.config = config
+        self._record = record
         self.name = name
         self.netns = netns
         self._log_dir = log_dir
@@ -137,9 +138,8 @@ class VM:
     def launch(self, timeout: float = 30.0) -> None:
         if self._process is not None:
             raise VMError(f"{self.name}: already launched")  # would orphan the first QEMU
-        record = ownership.current()
         try:
-            self._tmpdir, entry = record.directory(Path(tempfile.gettempdir()),
+            self._tmpdir, entry = self._record.directory(Path(tempfile.gettempdir()),
                                                    f"{TMP_PREFIX}{self.name}-",
                                                    f"{self.name} QEMU sockets")
             self._made.append(entry)
@@ -158,7 +158,7 @@ class VM:
                 err.flush()
                 # Its own session: the terminal's Ctrl-C goes to the harness,
                 # which then shuts QEMU down in order.
-                self._process, entry = ownership.spawn(
+                self._process, entry = self._record.spawn(
                     self.command_line, f"{self.name} QEMU", self.netns, program="qemu",
                     stdin=subprocess.DEVNULL, stdout=err, stderr=err,
                     env={**os.environ, **self.config.env}, start_new_session=True)
@@ -196,9 +196,8 @@ class VM:
             if self.console:
                 self.console.close()
             done = ownership.Removal()
-            record = ownership.current()
             while self._made:
-                done.extend(record.release(self._made.pop()))
+                done.extend(self._record.release(self._made.pop()))
             self._tmpdir = None
             return done
 

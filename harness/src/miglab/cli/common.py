@@ -7,7 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from .. import report, runner, scenario
+from .. import ownership, report, runner, scenario
 from ..errors import LabError
 from ..lab import Progress
 from ..result import Result
@@ -25,10 +25,11 @@ def scenario_of(args: argparse.Namespace, **extra: str) -> scenario.Scenario:
     return scenario.parse({k: v for k, v in given.items() if v is not None}, base)
 
 
-def run_one(s: scenario.Scenario, logs: Path, live: report.LiveProgress) -> Result | None:
+def run_one(s: scenario.Scenario, logs: Path, live: report.LiveProgress,
+            record: ownership.Record) -> Result | None:
     progress = Progress(stage=live.stage, sample=live.sample)
     try:
-        return runner.run(s, logs, progress,
+        return runner.run(s, logs, record, progress,
                           on_link_measured=lambda bps: setattr(live, "link_bps", bps))
     except LabError as err:
         live.stage(f"error: {err}")

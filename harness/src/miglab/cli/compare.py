@@ -80,6 +80,7 @@ def cmd(args: argparse.Namespace) -> int:
     # the machine's checks (binaries, outputs, memory, root, netem), before anything is made
     preflight.check(variants, directories={"--out": args.out}, variants=True)
     ownership.reap_dead_runs()  # what SIGKILLed runs left, before we make anything
+    record = ownership.current()  # this command's: every variant's lab is recorded in it
     args.out.mkdir(parents=True, exist_ok=True)
     KEPT_LOGS.append(args.out)
     live = report.LiveProgress()
@@ -94,7 +95,7 @@ def cmd(args: argparse.Namespace) -> int:
         live.stage(f"[{i}/{len(variants)}] {s.name} ({elapsed_s / 60:.0f} min so far, at most"
                    f" about {sum(most_s[i - 1:]) / 60:.0f} min left)")
         slug = report.slug(s.name)
-        result = run_one(s, args.out / f"{slug}-logs", live)
+        result = run_one(s, args.out / f"{slug}-logs", live, record)
         if result is None:
             return 2
         result.write_json(args.out / f"{slug}.json")

@@ -35,7 +35,7 @@ def cmd(args: argparse.Namespace) -> int:
     if not tmp:
         KEPT_LOGS.append(logs)
     try:
-        result = run_one(s, logs, live)
+        result = run_one(s, logs, live, record)
     finally:
         if tmp:
             record.release(tmp)
