@@ -25,12 +25,9 @@ shows them), each try's figures in its log.
 """
 from __future__ import annotations
 
-import datetime
 import json
 import logging
-import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -112,27 +109,11 @@ def test_the_advised_limit_keeps_the_pause_within_the_one_asked_for(
     raise AssertionError(f"no try of {tries} held: {'; '.join(seen)}")
 
 
-def record(tries: int) -> None:
-    """Append @tries independent tries to RECORD, each in a process of its own."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=Path(__file__).parent).stdout.strip()
-    for n in range(1, tries + 1):
-        with tempfile.TemporaryDirectory() as tmp:
-            out = subprocess.run([sys.executable, __file__, "once", tmp],
-                                 capture_output=True, text=True)
-        if out.returncode != 0:
-            raise SystemExit(f"try {n} could not run: {out.stderr[-2000:]}")
-        row = dict(json.loads(out.stdout.splitlines()[-1]), commit=commit,
-                   date=datetime.date.today().isoformat())
-        with RECORD.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        print(f"try {n}/{tries}: {row['failed'] or 'held'}", flush=True)
-
-
 if __name__ == "__main__":
     if sys.argv[1:2] == ["once"] and len(sys.argv) == 3:
         print(json.dumps(one_try(Path(sys.argv[2]), ownership.current())))
     elif sys.argv[1:2] == ["record"] and len(sys.argv) == 3:
-        record(int(sys.argv[2]))
+        odds.record(RECORD, [sys.executable, __file__, "once"], int(sys.argv[2]),
+                    lambda row: row["failed"] or "held")
     else:
         raise SystemExit(f"usage: {sys.argv[0]} record TRIES")

@@ -39,11 +39,8 @@ intact and verified: the positive control gets the same number of runs.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -170,29 +167,13 @@ def test_stock_destination_guest_dies_or_is_corrupt(
                 f" ({'; '.join(intact)}); is the bug gone?")
 
 
-def record(runs: int, build: str) -> None:
-    """Append @runs independent runs of @build to RECORD, each in a process of its own."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=Path(__file__).parent).stdout.strip()
-    for run in range(1, runs + 1):
-        with tempfile.TemporaryDirectory() as tmp:
-            out = subprocess.run([sys.executable, __file__, "once", build, tmp],
-                                 capture_output=True, text=True)
-        if out.returncode != 0:
-            raise SystemExit(f"run {run} failed: {out.stderr[-2000:]}")
-        row = dict(json.loads(out.stdout.splitlines()[-1]), commit=commit,
-                   date=datetime.date.today().isoformat())
-        with RECORD.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        print(f"{build} run {run}/{runs}: {row['evidence'] or 'intact'}", flush=True)
-
-
 if __name__ == "__main__":
     if sys.argv[1:2] == ["once"]:
         result = migrate_and_watch_destination(sys.argv[2], Path(sys.argv[3]),
                                                ownership.current())
         print(json.dumps(dict(asdict(result), evidence=result.evidence)))
     elif sys.argv[1:2] == ["record"] and len(sys.argv) == 4:
-        record(int(sys.argv[2]), sys.argv[3])
+        odds.record(RECORD, [sys.executable, __file__, "once", sys.argv[3]], int(sys.argv[2]),
+                    lambda row: row["evidence"] or "intact")
     else:
         raise SystemExit(f"usage: {sys.argv[0]} record RUNS stock|patched")

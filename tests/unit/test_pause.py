@@ -58,6 +58,16 @@ def test_checkpoints_read_on_the_monotonic_clock(tmp_path: Path) -> None:
     assert phases.read_checkpoints(tmp_path / "none.log", 0.0) == {}
 
 
+def test_checkpoints_read_in_the_stamp_of_qemu_10_2(tmp_path: Path) -> None:
+    # 1000.1 s after the epoch, in UTC, as QEMU 10.2.2 stamps its log lines
+    path = trace(tmp_path, "dst-trace.log", [
+        "1970-01-01T00:16:40.100000Z vmstate_downtime_checkpoint dst-precopy-loadvm-completed",
+        "1970-01-01T00:16:40.350500Z other_event x=1",
+    ])
+    assert phases.read_checkpoints(path, wall_minus_monotonic_s=900.0) == \
+        {"dst-precopy-loadvm-completed": pytest.approx(100.1)}
+
+
 def test_the_phases_add_up_to_the_blackout() -> None:
     points = {"src-downtime-start": 10.005, "src-iterable-saved": 10.205,
               "src-non-iterable-saved": 10.215, "dst-precopy-loadvm-completed": 10.230,

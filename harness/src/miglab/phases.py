@@ -19,6 +19,7 @@ show QEMU's downtime (query-migrate) and the blackout, nothing in between.
 """
 from __future__ import annotations
 
+import datetime
 import re
 import time
 from dataclasses import asdict, dataclass
@@ -27,7 +28,11 @@ from typing import Any
 
 EVENT = "vmstate_downtime_checkpoint"
 MARKER = EVENT.encode()  # in the binaries that have the event
-_LINE = re.compile(rf"^\d+@(\d+)\.(\d{{6}}):{EVENT} (\S+)$")
+# The log backend's stamped lines: "PID@SECONDS.MICROS:event args" in QEMU
+# 10.0 (and before); the stamp of QEMU's other messages,
+# "2025-01-31T12:00:00.123456Z event args" (UTC), in 10.2.2.
+_LINE_UNTIL_10_0 = re.compile(rf"^\d+@(\d+)\.(\d{{6}}):{EVENT} (\S+)$")
+_LINE = re.compile(rf"^(\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{6}})Z {EVENT} (\S+)$")
 
 # The cut points in order, each naming the phase that ends there.
 PHASES = (
@@ -53,9 +58,14 @@ def read_checkpoints(path: Path, wall_minus_monotonic_s: float) -> dict[str, flo
     if not path.exists():
         return found
     for line in path.read_text(errors="replace").splitlines():
-        if m := _LINE.match(line.strip()):
-            wall = int(m.group(1)) + int(m.group(2)) / 1e6
-            found.setdefault(m.group(3), wall - wall_minus_monotonic_s)
+        if m := _LINE_UNTIL_10_0.match(line.strip()):
+            wall, point = int(m.group(1)) + int(m.group(2)) / 1e6, m.group(3)
+        elif m := _LINE.match(line.strip()):
+            stamp = datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f")
+            wall, point = stamp.replace(tzinfo=datetime.timezone.utc).timestamp(), m.group(2)
+        else:
+            continue
+        found.setdefault(point, wall - wall_minus_monotonic_s)
     return found
 
 
