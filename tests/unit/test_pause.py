@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from miglab import phases, verdict
-from miglab.guest import blackout
+from miglab.guest import Blackout, blackout
 
 
 def test_the_error_bound_is_the_heartbeats_spacing_on_each_side() -> None:
@@ -96,20 +96,22 @@ def test_the_advice_takes_what_the_limit_does_not_bound_off_the_pause_asked_for(
     # traced: all but RAM's last pass; the error bound kept free; the
     # link's rate declared (1 Gbit/s) for 950 Mbit/s carried: the RAM part
     # may run 5% over the limit: (300 - 57 - 24) / 1.0526 = 208.05
-    a = verdict.pause_advice(234.0, 24.0, 178, phases.ram_pass_ms(TRACED), 300, 950e6, 1e9)
+    a = verdict.pause_advice(Blackout(234.0, 24.0, 0, 0), 178, phases.ram_pass_ms(TRACED), 300,
+                             950e6, 1e9)
     assert a is not None
     assert (a.unbounded_ms, a.margin_ms, a.overassumed, a.advised_limit_ms) == \
         (57.0, 24.0, 1.053, 208)
     assert "set downtime-limit to 208 ms" in verdict.advice_reason(a)
     # 7.2, no checkpoints: the pause less QEMU's downtime; an automatic
     # mode's value under the link scales nothing: 300 - 35 - 20
-    a = verdict.pause_advice(290.0, 20.0, 255, phases.ram_pass_ms([]), 300, 957e6, 884e6)
+    a = verdict.pause_advice(Blackout(290.0, 20.0, 0, 0), 255, phases.ram_pass_ms([]), 300,
+                             957e6, 884e6)
     assert a is not None and (a.unbounded_ms, a.advised_limit_ms) == (35.0, 245)
 
 
 def test_no_limit_is_advised_when_the_rest_of_the_pause_alone_fills_it() -> None:
     # the destination held 1.2 s after the source completed (test_pause_verdict.py)
-    a = verdict.pause_advice(1450.0, 25.0, 190, None, 600, 950e6, 1e9)
+    a = verdict.pause_advice(Blackout(1450.0, 25.0, 0, 0), 190, None, 600, 950e6, 1e9)
     assert a is not None and a.advised_limit_ms is None
     assert "no downtime-limit keeps the pause within 600 ms" in verdict.advice_reason(a)
-    assert verdict.pause_advice(None, None, 190, None, 300, 950e6, 1e9) is None
+    assert verdict.pause_advice(None, 190, None, 300, 950e6, 1e9) is None

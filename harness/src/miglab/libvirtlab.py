@@ -212,9 +212,9 @@ def domain_spec(s: Scenario, binary: Path, accel: str, files: GuestFiles,
         properties[PARAM] = str(s.switchover.bytes_per_s)
     if s.switchover.qemu_auto:  # under the name this QEMU knows
         properties[preflight.tcp_param(binary) or TCP_PARAM] = "on"
-    # QEMUs that trace the downtime's checkpoints log them to stderr, which
-    # libvirt keeps in the domain's log (stamped: libvirt passes -msg timestamp=on)
-    traced = ("-trace", f"enable={phases.EVENT}") \
+    # QEMUs that trace the downtime's checkpoints log them to their stderr,
+    # which libvirt keeps in the domain's log
+    traced = tuple(phases.trace_args(None)) \
         if preflight.has_parameter(binary, preflight.CHECKPOINTS) else ()
     return DomainSpec(DOMAIN, binary, files.kernel, files.initramfs,
                       kernel_command_line(s.workload()), uuid=uuid, memory_mib=s.memory_mib,

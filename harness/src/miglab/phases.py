@@ -47,8 +47,12 @@ LAST_PHASE = "destination: guest's first heartbeat after it started"
 RAM_PHASE = PHASES[1][1]
 
 
-def trace_args(log_file: Path) -> list[str]:
-    """QEMU options that write the checkpoints, stamped, to @log_file."""
+def trace_args(log_file: Path | None) -> list[str]:
+    """QEMU options that write the checkpoints, stamped, to @log_file; with
+    None to QEMU's stderr, for a QEMU that libvirt starts (its stderr goes
+    to the domain's log, and libvirt gives -msg timestamp=on itself)."""
+    if log_file is None:
+        return ["-trace", f"enable={EVENT}"]
     return ["-trace", f"enable={EVENT}", "-msg", "timestamp=on", "-D", str(log_file)]
 
 
@@ -57,10 +61,10 @@ def read_checkpoints(path: Path, wall_minus_monotonic_s: float) -> dict[str, flo
     found: dict[str, float] = {}
     if not path.exists():
         return found
-    for line in path.read_text(errors="replace").splitlines():
-        if m := _LINE_UNTIL_10_0.match(line.strip()):
+    for line in map(str.strip, path.read_text(errors="replace").splitlines()):
+        if m := _LINE_UNTIL_10_0.match(line):
             wall, point = int(m.group(1)) + int(m.group(2)) / 1e6, m.group(3)
-        elif m := _LINE.match(line.strip()):
+        elif m := _LINE.match(line):
             stamp = datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f")
             wall, point = stamp.replace(tzinfo=datetime.timezone.utc).timestamp(), m.group(2)
         else:

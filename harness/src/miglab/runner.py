@@ -110,8 +110,7 @@ def judge(env: Lab, outcome: Outcome, progress: Progress | None = None,
     estimate = next((x.mbps * 1e6 for x in reversed(outcome.samples)
                      if x.status == "active" and x.mbps > 0), None)
     advice = verdict.pause_advice(
-        seen.ms if seen else None, seen.error_ms if seen else None, outcome.downtime_ms,
-        phases.ram_pass_ms(cut), s.downtime_limit_ms,
+        seen, outcome.downtime_ms, phases.ram_pass_ms(cut), s.downtime_limit_ms,
         env.check.measured_bps if env.check else None, switchover_bps or estimate) \
         if outcome.status == Status.COMPLETED else None
     ready = ready_info(env.src.console.lines()) if env.src.console else None

@@ -112,23 +112,23 @@ class PauseAdvice:
     advised_limit_ms: int | None  # None: the unbounded part alone fills wanted_ms
 
 
-def pause_advice(blackout_ms: float | None, error_ms: float | None, downtime_ms: int | None,
-                 ram_ms: float | None, wanted_ms: int, link_bps: float | None,
+def pause_advice(seen: Blackout | None, downtime_ms: int | None, ram_ms: float | None,
+                 wanted_ms: int, link_bps: float | None,
                  switchover_bps: float | None) -> PauseAdvice | None:
     """The downtime-limit that keeps the guest's pause, as measured (its upper
-    bound), within @wanted_ms, from a completed run: the blackout less RAM's
+    bound), within @wanted_ms, from a completed run: the blackout @seen less RAM's
     last pass where QEMU traced its checkpoints (@ram_ms), else less QEMU's
     downtime (7.2: the device state then counts as bounded), is the part the
     limit does not bound; @wanted_ms less that part and less the blackout's
-    error bound @error_ms is what the limit may be, less the share by which
+    error bound is what the limit may be, less the share by which
     the bandwidth QEMU assumed (@switchover_bps) was above the link's
     measured rate. None without a blackout."""
-    if blackout_ms is None or error_ms is None or downtime_ms is None:
+    if seen is None or downtime_ms is None:
         return None
-    unbounded = max(0.0, blackout_ms - (downtime_ms if ram_ms is None else ram_ms))
+    unbounded = max(0.0, seen.ms - (downtime_ms if ram_ms is None else ram_ms))
     over = switchover_bps / link_bps if link_bps and switchover_bps else 1.0
-    advised = math.floor((wanted_ms - unbounded - error_ms) / max(1.0, over))
-    return PauseAdvice(wanted_ms, round(unbounded, 1), round(error_ms, 1),
+    advised = math.floor((wanted_ms - unbounded - seen.error_ms) / max(1.0, over))
+    return PauseAdvice(wanted_ms, round(unbounded, 1), round(seen.error_ms, 1),
                        round(max(1.0, over), 3), advised if advised > 0 else None)
 
 
